@@ -1,0 +1,422 @@
+"""The Keras model: a WRN classifier trained with λ-weighted self-supervision.
+
+`call()` is the classifier alone (trunk + main head), so `predict`, `evaluate`
+and exports see a plain image classifier. `train_step` orchestrates the main
+task, the auxiliary tasks and, with AutoML, the lookahead meta step of
+Algorithm 1 (see `robust_ssl.meta` and DESIGN.md §4).
+
+Batch norm: every distinct input (clean, rotated, grey, blurred, …) gets its own
+forward pass with its own batch statistics; only the clean forward updates the
+moving averages, so inference statistics are those of clean images. Other
+forwards and the lookahead run through `stateless_call` and drop their updates.
+"""
+
+import keras
+import tensorflow as tf
+
+from robust_ssl import meta
+from robust_ssl.errors import ConfigError
+from robust_ssl.models import build_wide_resnet, feature_dim, linear_head
+from robust_ssl.tasks import make_tasks
+from robust_ssl.tasks.base import sparse_ce
+
+META_MODES = ("fast", "naive")
+ALPHA_MODES = ("multiplier", "lr")
+
+
+def _batch_key(task_name, part):
+    return f"{task_name}/{part}"
+
+
+@keras.saving.register_keras_serializable(package="robust_ssl")
+class RobustSSLModel(keras.Model):
+    """WideResNet classifier with self-supervised auxiliary heads and weights λ.
+
+    Args:
+      num_classes: classes of the main task.
+      depth, width, dropout: WideResNet trunk settings.
+      image_shape: (H, W, C) of the inputs, values in [0, 1].
+      tasks: task names (comma string or sequence), see `robust_ssl.tasks.TASKS`.
+      task_options: mapping task name -> options dict.
+      lambdas: initial λ, one float for every task or one per task.
+      weight_decay: coupled L2 factor added to every network gradient (PyTorch
+        SGD's `weight_decay`, which the paper and reference code use).
+      automl: learn λ by the lookahead meta-gradient after `meta_start_step`.
+      meta_mode: "fast" (exact, first-order, DESIGN.md §4) or "naive"
+        (Algorithm 1 literally: double backprop and recompute).
+      meta_every: take a meta step every k-th training step.
+      meta_start_step: first step of meta updates (warm-up epochs × steps).
+      alpha_mode: lookahead step α = "multiplier" (lr / base lr, as the
+        reference code) or "lr" (the learning rate itself).
+      base_learning_rate: the schedule's initial learning rate.
+      class_names: optional list of class names, kept for exports.
+    """
+
+    def __init__(
+        self,
+        num_classes=10,
+        depth=40,
+        width=2,
+        dropout=0.0,
+        image_shape=(32, 32, 3),
+        tasks=(),
+        task_options=None,
+        lambdas=0.5,
+        weight_decay=5e-4,
+        automl=False,
+        meta_mode="fast",
+        meta_every=1,
+        meta_start_step=0,
+        alpha_mode="multiplier",
+        base_learning_rate=0.1,
+        class_names=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if meta_mode not in META_MODES:
+            raise ConfigError(f"meta mode must be one of {META_MODES}; got {meta_mode!r}")
+        if alpha_mode not in ALPHA_MODES:
+            raise ConfigError(f"alpha mode must be one of {ALPHA_MODES}; got {alpha_mode!r}")
+        if int(meta_every) < 1:
+            raise ConfigError(f"meta_every must be >= 1; got {meta_every!r}")
+        self.num_classes = int(num_classes)
+        self.depth, self.width, self.dropout = int(depth), int(width), float(dropout)
+        self.image_shape = tuple(image_shape)
+        self.task_options = {k: dict(v) for k, v in (task_options or {}).items()}
+        self.tasks = make_tasks(tasks, self.task_options)
+        self.task_names = [t.name for t in self.tasks]
+        initial = self._initial_lambdas(lambdas)
+        self.initial_lambdas = initial
+        self.weight_decay = float(weight_decay)
+        self.automl = bool(automl)
+        self.meta_mode = meta_mode
+        self.meta_every = int(meta_every)
+        self.meta_start_step = int(meta_start_step)
+        self.alpha_mode = alpha_mode
+        self.base_learning_rate = float(base_learning_rate)
+        self.class_names = list(class_names) if class_names else None
+
+        self.trunk = build_wide_resnet(depth, width, dropout, self.image_shape, name="trunk")
+        features = feature_dim(width)
+        self.classifier = linear_head(features, self.num_classes, name="classifier")
+        self.task_heads = [task.build_head(features) for task in self.tasks]
+        # λ lives in the model (saved with the weights); it is trainable only for
+        # the meta optimiser, never for the main optimiser (see `network_variables`).
+        self.lambdas = self.add_weight(
+            shape=(len(self.tasks),),
+            initializer=keras.initializers.Constant(initial),
+            trainable=self.automl,
+            name="lambdas",
+        )
+        self.meta_optimizer = None
+
+        self._loss_tracker = keras.metrics.Mean(name="loss")
+        self._main_loss_tracker = keras.metrics.Mean(name="main_loss")
+        self._task_loss_trackers = [keras.metrics.Mean(name=f"{n}_loss") for n in self.task_names]
+        self._meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
+        self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.build((None, *self.image_shape))
+
+    def _initial_lambdas(self, lambdas):
+        values = [float(lambdas)] * len(self.tasks) if isinstance(lambdas, (int, float)) else list(lambdas)
+        if len(values) != len(self.tasks):
+            raise ConfigError(f"got {len(values)} λ values for {len(self.tasks)} tasks {self.task_names}")
+        for name, value in zip(self.task_names, values):
+            if not value >= 0:  # also catches NaN
+                raise ConfigError(f"λ of task {name!r} must be >= 0; got {value}")
+        return [float(v) for v in values]
+
+    def build(self, input_shape):
+        self.built = True
+
+    # ------------------------------------------------------------------ views
+    @property
+    def metrics(self):
+        return [
+            self._loss_tracker,
+            self._main_loss_tracker,
+            *self._task_loss_trackers,
+            self._meta_loss_tracker,
+            self._accuracy,
+        ]
+
+    @property
+    def psi_variables(self):
+        """ψ of the paper: trunk + main head."""
+        return self.trunk.trainable_variables + self.classifier.trainable_variables
+
+    @property
+    def network_variables(self):
+        """All weights the main optimiser trains (everything but λ)."""
+        head_vars = [v for head in self.task_heads for v in head.trainable_variables]
+        return self.psi_variables + head_vars
+
+    def lambda_values(self):
+        """Returns the current λ as a dict task name -> float."""
+        return dict(zip(self.task_names, [float(v) for v in keras.ops.convert_to_numpy(self.lambdas)]))
+
+    def call(self, inputs, training=False):
+        return self.classifier(self.trunk(inputs, training=training), training=training)
+
+    # ------------------------------------------------------------- compile
+    def compile(self, optimizer="sgd", meta_optimizer=None, **kwargs):
+        """Compiles with the main optimiser and (for AutoML) the λ optimiser.
+
+        Args:
+          optimizer: optimiser of the network weights.
+          meta_optimizer: optimiser of λ; defaults to SGD(0.01) (β of the paper).
+          **kwargs: forwarded to `keras.Model.compile` (no loss is needed).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        # Build both optimisers now on their own variables, so that `fit` does
+        # not build the main one over λ as well.
+        self.optimizer.build(self.network_variables)
+        self.meta_optimizer = meta_optimizer or keras.optimizers.SGD(0.01)
+        self.meta_optimizer.build([self.lambdas])
+
+    # ---------------------------------------------------------- forward
+    def _num_replicas(self):
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
+    def _reduce(self, per_example):
+        """Mean over the global batch: per-replica sum / (local batch × replicas).
+
+        Under a distribution strategy the optimiser sums replica gradients, so
+        scaling by the global batch gives the single-device update.
+        """
+        per_example = tf.cast(per_example, tf.float32)
+        local = tf.cast(tf.shape(per_example)[0], tf.float32)
+        return tf.reduce_sum(per_example) / (local * self._num_replicas())
+
+    def _encode(self, images):
+        """Trunk forward with batch statistics that leaves the moving averages alone."""
+        features, _ = self.trunk.stateless_call(
+            [v.value for v in self.trunk.trainable_variables],
+            [v.value for v in self.trunk.non_trainable_variables],
+            images,
+            training=True,
+        )
+        return features
+
+    def task_losses(self, batch, update_stats=True):
+        """Losses of the main task and of every auxiliary task on one batch.
+
+        Args:
+          batch: dict with "image", "label" and each task's "<name>/inputs" and
+            "<name>/targets" (see `robust_ssl.data.pipeline`).
+          update_stats: let the clean forward update BN moving averages.
+
+        Returns:
+          (list [L_main, L_1, …, L_k] of scalars, main-task logits).
+        """
+        images = batch["image"]
+        clean = self.trunk(images, training=True) if update_stats else self._encode(images)
+        logits = self.classifier(clean, training=True)
+        losses = [self._reduce(sparse_ce(batch["label"], logits))]
+        for task, head in zip(self.tasks, self.task_heads):
+            predictions = task.predict(
+                head, clean, self._encode, batch.get(_batch_key(task.name, "inputs")), training=True
+            )
+            targets = batch[_batch_key(task.name, "targets")]
+            losses.append(self._reduce(task.per_example_loss(targets, predictions)))
+        return losses, logits
+
+    def _weighted_loss(self, losses, lambdas):
+        total = losses[0]
+        for i, loss in enumerate(losses[1:]):
+            total = total + lambdas[i] * loss
+        return total
+
+    def _check_finite(self, values, names, what):
+        step = self.optimizer.iterations
+        for value, name in zip(values, names):
+            tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(value)),
+                [f"robust_ssl: non-finite {what} of {name!r} at step", step],
+            )
+
+    # ---------------------------------------------------------- meta step
+    def _alpha(self):
+        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        return lr / self.base_learning_rate if self.alpha_mode == "multiplier" else lr
+
+    def _meta_loss_fn(self, batch):
+        """L_main on the validation batch as a function of ψ (functional forward)."""
+        images, labels = batch["meta/image"], batch["meta/label"]
+        non_trainable = [v.value for v in self.trunk.non_trainable_variables]
+        n_trunk = len(self.trunk.trainable_variables)
+
+        def meta_loss(params):
+            features, _ = self.trunk.stateless_call(params[:n_trunk], non_trainable, images, training=True)
+            logits, _ = self.classifier.stateless_call(params[n_trunk:], [], features)
+            return self._reduce(sparse_ce(labels, logits))
+
+        return meta_loss
+
+    def _all_reduce(self, tensors):
+        """Sums tensors over replicas (identity on one device)."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return tensors
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+    def _apply_lambda_gradient(self, d_lambda):
+        self._check_finite([d_lambda], ["lambdas"], "λ gradient")
+        # The optimiser sums over replicas; d_lambda is already the global value.
+        self.meta_optimizer.apply([d_lambda / self._num_replicas()], [self.lambdas])
+        # λ stays non-negative (the reference code clamps after each meta step).
+        self.lambdas.assign(tf.maximum(self.lambdas, 0.0))
+
+    def _fixed_step(self, batch):
+        lambdas = tf.convert_to_tensor(self.lambdas)
+        with tf.GradientTape() as tape:
+            losses, logits = self.task_losses(batch)
+            total = self._weighted_loss(losses, lambdas)
+        grads = tape.gradient(total, self.network_variables)
+        return grads, losses, logits, tf.constant(0.0)
+
+    def _fast_meta_step(self, batch):
+        trunk_vars = self.trunk.trainable_variables
+        cls_vars = self.classifier.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            losses, logits = self.task_losses(batch)
+        # One backward per task: the tasks share forwards (main, rotation 0°, IR),
+        # so their gradients must be taken apart.
+        main_grads = tape.gradient(losses[0], trunk_vars + cls_vars)
+        trunk_task_grads, head_task_grads = [], []
+        for loss, head in zip(losses[1:], self.task_heads):
+            grads = tape.gradient(loss, trunk_vars + head.trainable_variables)
+            trunk_task_grads.append(grads[: len(trunk_vars)])
+            head_task_grads.append(grads[len(trunk_vars) :])
+        del tape
+        main_grads, trunk_task_grads, head_task_grads = self._all_reduce(
+            (main_grads, trunk_task_grads, head_task_grads)
+        )
+        psi_task_grads = [g + [None] * len(cls_vars) for g in trunk_task_grads]
+        d_lambda, meta_loss = meta.hypergradient(
+            self._meta_loss_fn(batch),
+            [v.value for v in trunk_vars + cls_vars],
+            main_grads,
+            psi_task_grads,
+            tf.convert_to_tensor(self.lambdas),
+            self._alpha(),
+        )
+        d_lambda = self._all_reduce(d_lambda)
+        self._apply_lambda_gradient(d_lambda)
+        # The final update reuses the per-task gradients with the new λ: the same
+        # numbers Algorithm 1 gets by recomputing the loss.
+        new_lambdas = tf.convert_to_tensor(self.lambdas)
+        psi_grads = meta.combine_gradients(main_grads, psi_task_grads, new_lambdas)
+        head_grads = [
+            None if g is None else new_lambdas[i] * g
+            for i, grads in enumerate(head_task_grads)
+            for g in grads
+        ]
+        # The optimiser sums over replicas again: hand it the per-replica share.
+        n = self._num_replicas()
+        grads = [None if g is None else g / n for g in psi_grads + head_grads]
+        return grads, losses, logits, meta_loss
+
+    def _naive_meta_step(self, batch):
+        psi = self.psi_variables
+        lambdas = tf.convert_to_tensor(self.lambdas)
+        with tf.GradientTape() as outer:
+            outer.watch(lambdas)
+            with tf.GradientTape() as inner:
+                losses, _ = self.task_losses(batch)
+                total = self._weighted_loss(losses, lambdas)
+            psi_grads = inner.gradient(total, psi)
+            psi_grads = self._all_reduce(psi_grads)
+            new_psi = meta.lookahead([v.value for v in psi], psi_grads, self._alpha())
+            meta_loss = self._meta_loss_fn(batch)(new_psi)
+        d_lambda = self._all_reduce(outer.gradient(meta_loss, lambdas))
+        self._apply_lambda_gradient(d_lambda)
+        # Algorithm 1: recompute the loss with the updated λ, then differentiate.
+        new_lambdas = tf.convert_to_tensor(self.lambdas)
+        with tf.GradientTape() as tape:
+            losses, logits = self.task_losses(batch, update_stats=False)
+            total = self._weighted_loss(losses, new_lambdas)
+        grads = tape.gradient(total, self.network_variables)
+        return grads, losses, logits, meta_loss
+
+    def is_meta_step(self, step):
+        """Whether training step `step` (0-based) takes a meta step."""
+        if not self.automl or not self.tasks:
+            return tf.constant(False)
+        step = tf.cast(step, tf.int64)
+        return tf.logical_and(
+            step >= self.meta_start_step, (step - self.meta_start_step) % self.meta_every == 0
+        )
+
+    # ---------------------------------------------------------- train/test
+    def train_step(self, data):
+        meta_step = self._fast_meta_step if self.meta_mode == "fast" else self._naive_meta_step
+        variables = self.network_variables
+
+        def densify(result):
+            grads, losses, logits, meta_loss = result
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            return grads, losses, logits, meta_loss
+
+        if self.automl and self.tasks:
+            do_meta = self.is_meta_step(self.optimizer.iterations)
+            grads, losses, logits, meta_loss = tf.cond(
+                do_meta, lambda: densify(meta_step(data)), lambda: densify(self._fixed_step(data))
+            )
+        else:
+            do_meta = tf.constant(False)
+            grads, losses, logits, meta_loss = densify(self._fixed_step(data))
+        self._check_finite(losses, ["main", *self.task_names], "loss")
+        if self.weight_decay:
+            grads = [g + self.weight_decay * v for g, v in zip(grads, variables)]
+        self.optimizer.apply(grads, variables)
+
+        total = self._weighted_loss(losses, tf.convert_to_tensor(self.lambdas))
+        n = self._num_replicas()
+        self._loss_tracker.update_state(total * n)
+        self._main_loss_tracker.update_state(losses[0] * n)
+        for tracker, loss in zip(self._task_loss_trackers, losses[1:]):
+            tracker.update_state(loss * n)
+        self._meta_loss_tracker.update_state(meta_loss * n, sample_weight=tf.cast(do_meta, tf.float32))
+        self._accuracy.update_state(data["label"], logits)
+        logs = {m.name: m.result() for m in self.metrics}
+        if not self.automl:
+            logs.pop("meta_loss")
+        for i, name in enumerate(self.task_names):
+            logs[f"lambda_{name}"] = self.lambdas[i]
+        return logs
+
+    def test_step(self, data):
+        if isinstance(data, dict):
+            images, labels = data["image"], data["label"]
+        else:
+            images, labels = data[0], data[1]
+        logits = self(images, training=False)
+        loss = self._reduce(sparse_ce(labels, logits)) * self._num_replicas()
+        self._main_loss_tracker.update_state(loss)
+        self._loss_tracker.update_state(loss)
+        self._accuracy.update_state(labels, logits)
+        return {"loss": self._loss_tracker.result(), "accuracy": self._accuracy.result()}
+
+    # ----------------------------------------------------------- config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            depth=self.depth,
+            width=self.width,
+            dropout=self.dropout,
+            image_shape=list(self.image_shape),
+            tasks=list(self.task_names),
+            task_options=self.task_options,
+            lambdas=self.initial_lambdas,
+            weight_decay=self.weight_decay,
+            automl=self.automl,
+            meta_mode=self.meta_mode,
+            meta_every=self.meta_every,
+            meta_start_step=self.meta_start_step,
+            alpha_mode=self.alpha_mode,
+            base_learning_rate=self.base_learning_rate,
+            class_names=self.class_names,
+        )
+        return config

@@ -1,0 +1,36 @@
+"""Installable package for robust_ssl (plain setuptools, no Bazel)."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.*",
+    "keras==3.15.*",
+    "tensorflow-datasets>=4.9",
+    "keras-tuner>=1.4,<1.5",
+    "absl-py>=2.0",
+    "ml-collections>=1.0",
+    "matplotlib>=3.8",
+    # TF 2.21 no longer pulls TensorBoard in, yet keras.callbacks.TensorBoard and
+    # keras-tuner need it.
+    "tensorboard>=2.20",
+    "numpy",
+    "scipy",
+]
+
+setup(
+    name="robust_ssl",
+    version="0.1.0",
+    description=(
+        "Robust image classifiers trained with self-supervised auxiliary tasks "
+        "whose loss weights are learned by a lookahead meta-gradient."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["robust_ssl", "robust_ssl.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "scikit-image>=0.22", "ruff>=0.5"],
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
+    },
+)
