@@ -382,8 +382,8 @@ class RobustSSLModel(keras.Model):
         logs = {m.name: m.result() for m in self.metrics}
         if not self.automl:
             logs.pop("meta_loss")
-        for i, name in enumerate(self.task_names):
-            logs[f"lambda_{name}"] = self.lambdas[i]
+        # λ is logged by `callbacks.LambdaLogger` (per step and per epoch), not
+        # here, to keep the progress bar readable.
         return logs
 
     def test_step(self, data):

@@ -96,7 +96,9 @@ def training_dataset(
     ds = ds.batch(batch_size, drop_remainder=True)
     if meta_examples is not None:
         meta = meta_examples.map(lambda x, y: (to_float_images(x), tf.cast(y, tf.int32)))
-        meta = meta.shuffle(shuffle_buffer, seed=seed + 1).repeat().batch(meta_batch_size, drop_remainder=True)
+        meta = (
+            meta.shuffle(shuffle_buffer, seed=seed + 1).repeat().batch(meta_batch_size, drop_remainder=True)
+        )
         ds = tf.data.Dataset.zip((ds, meta))
     else:
         ds = ds.map(lambda x, y: ((x, y), None))

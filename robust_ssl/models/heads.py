@@ -65,9 +65,7 @@ def deconv_decoder(feature_dim, channels, out_channels, activation, name):
             layers.ReLU(),
         ]
     stack.append(
-        layers.Conv2DTranspose(
-            out_channels, 4, strides=2, padding="same", name=f"deconv{len(channels) + 1}"
-        )
+        layers.Conv2DTranspose(out_channels, 4, strides=2, padding="same", name=f"deconv{len(channels) + 1}")
     )
     if activation:
         stack.append(layers.Activation(activation))

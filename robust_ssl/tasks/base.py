@@ -28,8 +28,7 @@ class Task:
         unknown = sorted(set(options) - set(self.DEFAULT_OPTIONS))
         if unknown:
             raise ConfigError(
-                f"task {self.name!r} has no option(s) {unknown}; "
-                f"known: {sorted(self.DEFAULT_OPTIONS)}"
+                f"task {self.name!r} has no option(s) {unknown}; known: {sorted(self.DEFAULT_OPTIONS)}"
             )
         self.options = {**self.DEFAULT_OPTIONS, **options}
         self.validate_options()
@@ -105,6 +104,4 @@ def sparse_ce(labels, logits):
 
 def random_indices(seed, batch_size, num_classes):
     """Uniform int32 labels in [0, num_classes) from a stateless seed."""
-    return tf.random.stateless_uniform(
-        [batch_size], seed=seed, minval=0, maxval=num_classes, dtype=tf.int32
-    )
+    return tf.random.stateless_uniform([batch_size], seed=seed, minval=0, maxval=num_classes, dtype=tf.int32)

@@ -35,9 +35,7 @@ class ColorTask(Task):
         }
 
     def build_head(self, feature_dim):
-        return deconv_decoder(
-            feature_dim, (256, 128, 64), 2 * self.options["bins"], None, name="color_head"
-        )
+        return deconv_decoder(feature_dim, (256, 128, 64), 2 * self.options["bins"], None, name="color_head")
 
     def per_example_loss(self, targets, predictions):
         bins = self.options["bins"]

@@ -1,0 +1,9 @@
+"""Table 1, bir: main task + bir with fixed λ = 0.5."""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.tasks = "bir"
+    return config

@@ -1,0 +1,9 @@
+"""Table 1, color: main task + color with fixed λ = 0.5."""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.tasks = "color"
+    return config

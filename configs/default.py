@@ -1,0 +1,76 @@
+"""Paper hyper-parameters (Kim, Lee & Suh 2019, Sec. 3-4 and A.1).
+
+Every other config imports this one and changes little. Override anything on
+the command line, e.g. `--config.train.epochs=1 --config.tasks=rotation,color`.
+"""
+
+import ml_collections
+
+from robust_ssl.tasks import TASKS
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "tfds"  # "tfds" | "folder" | "synthetic"
+    config.data.name = "cifar10"  # any 32x32 tfds classification set, e.g. cifar100
+    config.data.data_dir = ""  # tfds data_dir ("" = tfds default)
+    config.data.manual_dir = ""  # tfds manual_dir for offline archives
+    config.data.download = True
+    config.data.folder = ""  # source=folder: <folder>/{train,test}/<class>/*.jpg
+    config.data.test_fraction = 0.1  # source=folder without test/: held-out share
+    config.data.num_train = 2000  # source=synthetic
+    config.data.num_test = 500
+    config.data.num_classes = 10
+    config.data.augment = True  # pad-4 random crop + horizontal flip
+
+    config.model = ml_collections.ConfigDict()
+    config.model.depth = 40  # WRN-40-2: 2,243,546 parameters with the FC(128, 10) head
+    config.model.width = 2
+    config.model.dropout = 0.0
+
+    # Comma-separated task names, "" for the baseline (no self-supervision).
+    config.tasks = ""
+    # λ of each task (fixed, or the starting point of AutoML). Paper: 0.5.
+    config.task_weights = ml_collections.ConfigDict({name: 0.5 for name in TASKS})
+    config.task_options = ml_collections.ConfigDict(
+        {name: dict(task.DEFAULT_OPTIONS) for name, task in TASKS.items()}
+    )
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 100
+    config.train.batch_size = 64
+    config.train.eval_batch_size = 500
+    config.train.steps_per_epoch = 0  # 0 = one pass over the training set
+    config.train.learning_rate = 0.1  # cosine annealing per step to min_learning_rate
+    config.train.min_learning_rate = 1e-6
+    config.train.momentum = 0.9
+    config.train.nesterov = True
+    config.train.weight_decay = 5e-4
+    config.train.jit_compile = False  # XLA did not speed up these steps on CPU
+    config.train.eval_every_epoch = True  # clean test accuracy in the per-epoch log
+    config.train.log_every_steps = 10  # λ trajectory (lambdas.csv) resolution
+    config.train.keep_checkpoints = 2
+    config.train.verbose = 1  # Keras progress bar; 2 = one line per epoch
+    config.train.overwrite = False  # allow a workdir that holds a different run
+
+    config.automl = ml_collections.ConfigDict()
+    config.automl.enabled = False
+    config.automl.mode = "fast"  # "fast" (exact first-order) | "naive" (Algorithm 1 literally)
+    config.automl.warmup_epochs = 5  # τ: fixed λ before the first meta step
+    config.automl.meta_every = 1  # meta step every k-th training step
+    config.automl.meta_lr = 0.01  # β
+    config.automl.meta_optimizer = "sgd"  # "sgd" | "adam"
+    config.automl.meta_batch_size = 25
+    config.automl.alpha = "multiplier"  # lookahead step: lr / base lr (reference) | "lr"
+    config.automl.validation = ml_collections.ConfigDict()
+    # "train_holdout": a clean held-out part of the training set (no test data);
+    # "cifar10c": the paper's first `per_block` images of each CIFAR-10-C block.
+    config.automl.validation.source = "train_holdout"
+    config.automl.validation.holdout = 1000
+    config.automl.validation.cifar10c_source = "tfds"  # "tfds" | "npy"
+    config.automl.validation.cifar10c_dir = ""  # npy directory or tfds data_dir
+    config.automl.validation.per_block = 100
+    return config

@@ -1,0 +1,9 @@
+"""Table 1, rgb: main task + rgb with fixed λ = 0.5."""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.tasks = "rgb"
+    return config

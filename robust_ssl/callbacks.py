@@ -1,0 +1,111 @@
+"""Keras callbacks of a training run: throughput, λ trajectory, atomic checkpoints."""
+
+import csv
+import glob
+import os
+import time
+
+import keras
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds `images_per_sec` (labelled images per second of training) to the epoch logs.
+
+    Place it before the loggers so that they record the value.
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        # Exclude evaluation time from the measurement.
+        self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._steps:
+            logs["images_per_sec"] = self._steps * self.batch_size / max(self._train_seconds, 1e-9)
+
+
+class LambdaLogger(keras.callbacks.Callback):
+    """Records λ: per step to a CSV and TensorBoard, per epoch into the logs.
+
+    Every `every` training steps it appends step, epoch and every λ to `path`
+    (the λ trajectory, the paper's Fig. 2b; see `tools/plot_lambdas.py`) and
+    writes `lambda/<task>` scalars to `tensorboard_dir`. At each epoch end it
+    adds `lambda_<task>` to the epoch logs, so place it before the CSV logger.
+    Steps are global (they continue across epochs and a resumed run).
+    """
+
+    def __init__(self, path, task_names, every=10, tensorboard_dir=None):
+        super().__init__()
+        self.path, self.task_names, self.every = path, list(task_names), max(1, int(every))
+        self._epoch = 0
+        self._writer = None
+        if tensorboard_dir and self.task_names:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(tensorboard_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for name, value in self.model.lambda_values().items():
+                logs[f"lambda_{name}"] = value
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.task_names:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every and step != 1:
+            return
+        new = not os.path.exists(self.path)
+        values = self.model.lambda_values()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "epoch", *self.task_names])
+            writer.writerow([step, self._epoch + 1, *[f"{values[n]:.6g}" for n in self.task_names]])
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(f"lambda/{name}", value)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (weights, λ, optimiser state) after every epoch.
+
+    Each file is written to a temporary name and renamed into place, so a
+    crash never leaves a half-written checkpoint; the newest `keep` are kept.
+    Files: <directory>/epoch_<NNN>.keras.
+    """
+
+    def __init__(self, directory, keep=2):
+        super().__init__()
+        self.directory, self.keep = directory, max(1, int(keep))
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.keras")
+        tmp = path + ".tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, path)
+        for old in sorted(glob.glob(os.path.join(self.directory, "epoch_*.keras")))[: -self.keep]:
+            if not old.endswith(".tmp.keras"):
+                os.remove(old)
+
+
+def latest_checkpoint(directory):
+    """Path of the newest epoch checkpoint in directory, or None."""
+    paths = [
+        p for p in sorted(glob.glob(os.path.join(directory, "epoch_*.keras"))) if not p.endswith(".tmp.keras")
+    ]
+    return paths[-1] if paths else None

@@ -1,0 +1,108 @@
+"""Checking, saving and comparing experiment configs (ml_collections)."""
+
+import json
+import os
+
+from robust_ssl.errors import ConfigError
+from robust_ssl.models import check_depth
+from robust_ssl.tasks import TASKS, parse_task_names
+
+VALIDATION_SOURCES = ("train_holdout", "cifar10c")
+
+
+def task_lambdas(config):
+    """The λ of each enabled task, from `config.task_weights`."""
+    names = parse_task_names(config.tasks)
+    return [float(config.task_weights[name]) for name in names]
+
+
+def validate(config):
+    """Raises ConfigError with one clear line for any invalid setting.
+
+    Called before any data is read or any model is built.
+    """
+    names = parse_task_names(config.tasks)
+    for name in TASKS:
+        value = config.task_weights.get(name, 0.0)
+        if name in names and not (isinstance(value, (int, float)) and value >= 0):
+            raise ConfigError(f"λ of task {name!r} must be a number >= 0; got {value!r}")
+    for name in config.task_options:
+        if name not in TASKS:
+            raise ConfigError(f"task_options names unknown task {name!r}")
+    # Instantiating checks each task's options.
+    for name in names:
+        TASKS[name](**dict(config.task_options.get(name, {})))
+    try:
+        check_depth(config.model.depth)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if config.model.width < 1:
+        raise ConfigError(f"model.width must be >= 1; got {config.model.width}")
+    train = config.train
+    for key in ("batch_size", "epochs"):
+        if train[key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1; got {train[key]}")
+    if train.learning_rate <= 0 or train.min_learning_rate < 0:
+        raise ConfigError("train.learning_rate must be > 0 and train.min_learning_rate >= 0")
+    if train.min_learning_rate > train.learning_rate:
+        raise ConfigError("train.min_learning_rate must not exceed train.learning_rate")
+    automl = config.automl
+    if automl.enabled:
+        if not names:
+            raise ConfigError("automl.enabled needs at least one task in config.tasks")
+        if automl.mode not in ("fast", "naive"):
+            raise ConfigError(f"automl.mode must be 'fast' or 'naive'; got {automl.mode!r}")
+        if automl.alpha not in ("multiplier", "lr"):
+            raise ConfigError(f"automl.alpha must be 'multiplier' or 'lr'; got {automl.alpha!r}")
+        if automl.meta_optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"automl.meta_optimizer must be 'sgd' or 'adam'; got {automl.meta_optimizer!r}")
+        if automl.meta_every < 1 or automl.meta_batch_size < 1 or automl.warmup_epochs < 0:
+            raise ConfigError("automl.meta_every and meta_batch_size must be >= 1, warmup_epochs >= 0")
+        if automl.meta_lr <= 0:
+            raise ConfigError(f"automl.meta_lr must be > 0; got {automl.meta_lr}")
+        if automl.validation.source not in VALIDATION_SOURCES:
+            raise ConfigError(
+                f"automl.validation.source must be one of {VALIDATION_SOURCES}; "
+                f"got {automl.validation.source!r}"
+            )
+
+
+def to_dict(config):
+    """A JSON-safe dict of a ConfigDict."""
+    return json.loads(config.to_json_best_effort())
+
+
+def write(config, workdir):
+    """Writes the resolved config to <workdir>/config.json."""
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+# Settings that may change between a run and its resumption.
+_RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def differences(config, workdir):
+    """Keys whose value differs from the config saved in workdir ([] if none saved)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        saved = _flatten(json.load(f))
+    current = _flatten(to_dict(config))
+    keys = sorted(set(saved) | set(current))
+    return [k for k in keys if k not in _RESUME_FREE_KEYS and saved.get(k) != current.get(k)]

@@ -1,0 +1,1 @@
+"""Input data: sources (tfds, folders, generated) and tf.data pipelines."""

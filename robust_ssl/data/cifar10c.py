@@ -1,0 +1,133 @@
+"""CIFAR-10-C (Hendrycks & Dietterich, 2019): corruption names and loaders.
+
+Two sources hold the same images:
+- tfds `cifar10_corrupted/<corruption>_<severity>` (10,000 test images each);
+- the official directory of `.npy` files: `<corruption>.npy` uint8
+  [50000, 32, 32, 3] with severities 1..5 in order (10,000 each), plus
+  `labels.npy` [50000].
+
+The paper's meta-validation set is the first `per_block` (100) images of every
+(corruption, severity) block of the 19 corruptions (9,500 images); robustness
+testing must use only the rest. `split_block` returns either part so that the
+two can never overlap.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from robust_ssl.errors import UserError
+
+BENCHMARK_CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+SEVERITIES = (1, 2, 3, 4, 5)
+IMAGES_PER_SEVERITY = 10_000
+
+# tfds spells two corruptions differently from the official files.
+TFDS_NAMES = {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"}
+
+
+def tfds_config_name(corruption, severity):
+    """tfds builder config of a corruption, e.g. 'frosted_glass_blur_3'."""
+    return f"{TFDS_NAMES.get(corruption, corruption)}_{severity}"
+
+
+def split_block(images, labels, part, per_block):
+    """Keeps the meta-validation head or the test tail of one block.
+
+    Args:
+      images, labels: one (corruption, severity) block, in file order.
+      part: "meta" (first `per_block`) or "test" (the rest).
+      per_block: size of the meta-validation head (0 = no head).
+
+    Returns:
+      (images, labels) of that part.
+    """
+    if part == "meta":
+        return images[:per_block], labels[:per_block]
+    if part == "test":
+        return images[per_block:], labels[per_block:]
+    raise ValueError(f"part must be 'meta' or 'test'; got {part!r}")
+
+
+def load_npy_block(directory, corruption, severity):
+    """One (corruption, severity) block from the official `.npy` directory.
+
+    Returns:
+      (uint8 [10000, 32, 32, 3], int32 [10000]).
+    """
+    path = os.path.join(directory, f"{corruption}.npy")
+    labels_path = os.path.join(directory, "labels.npy")
+    for p in (path, labels_path):
+        if not os.path.exists(p):
+            raise UserError(f"CIFAR-10-C file {p} not found (expected the official .npy layout)")
+    images = np.load(path, mmap_mode="r")
+    labels = np.load(labels_path, mmap_mode="r")
+    per = len(images) // len(SEVERITIES)
+    lo, hi = (severity - 1) * per, severity * per
+    return np.asarray(images[lo:hi]), np.asarray(labels[lo:hi]).astype(np.int32)
+
+
+def load_tfds_block(corruption, severity, data_dir=None):
+    """One block from tfds `cifar10_corrupted`, in the file order of tfds."""
+    import tensorflow_datasets as tfds
+
+    name = f"cifar10_corrupted/{tfds_config_name(corruption, severity)}"
+    try:
+        ds = tfds.load(name, split="test", as_supervised=True, data_dir=data_dir, shuffle_files=False)
+    except Exception as e:
+        raise UserError(
+            f"cannot load tfds {name} ({type(e).__name__}); without internet pass an "
+            f"official CIFAR-10-C directory with --config.automl.validation.cifar10c_dir"
+        ) from e
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def load_part(source, part, per_block, corruptions=ALL_CORRUPTIONS, severities=SEVERITIES, directory=None):
+    """Concatenates the meta or test part of many blocks.
+
+    Args:
+      source: "npy" (with `directory`) or "tfds" (`directory` = tfds data_dir).
+      part: "meta" or "test".
+      per_block: meta-validation head size per block.
+      corruptions, severities: which blocks.
+      directory: see `source`.
+
+    Returns:
+      A `tf.data.Dataset` of (uint8 image, int32 label).
+    """
+    images, labels = [], []
+    for corruption in corruptions:
+        for severity in severities:
+            if source == "npy":
+                x, y = load_npy_block(directory, corruption, severity)
+            elif source == "tfds":
+                x, y = load_tfds_block(corruption, severity, directory)
+            else:
+                raise UserError(f"CIFAR-10-C source must be 'npy' or 'tfds'; got {source!r}")
+            x, y = split_block(x, y, part, per_block)
+            images.append(x)
+            labels.append(y)
+    return tf.data.Dataset.from_tensor_slices((np.concatenate(images), np.concatenate(labels)))

@@ -1,0 +1,208 @@
+"""Where images come from: tensorflow-datasets, an image folder, or generated.
+
+`load_data(config.data)` returns `DataSplits` with (image uint8, label int)
+datasets; the pipelines in `robust_ssl.data.pipeline` do the rest.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from robust_ssl.data import synthetic
+from robust_ssl.errors import UserError
+
+SOURCES = ("tfds", "folder", "synthetic")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """A training and a test set of (uint8 image, int label) examples."""
+
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    num_train: int
+    num_test: int
+    num_classes: int
+    class_names: list
+    image_shape: tuple = (32, 32, 3)
+
+
+def _from_arrays(images, labels):
+    return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+
+
+def _no_data_message(name, cause):
+    return (
+        f"dataset {name!r} is not available ({cause}). Without internet, provide it: "
+        f"--config.data.data_dir=<dir holding prepared tfds data>, or "
+        f"--config.data.manual_dir=<dir holding the downloaded archive>, or train on a "
+        f"folder of images with --config.data.source=folder --config.data.folder=<dir>, "
+        f"or use generated data with --config.data.source=synthetic"
+    )
+
+
+def load_tfds(name, data_dir=None, manual_dir=None, download=True, train_split="train", test_split="test"):
+    """Loads a 32x32 tfds classification set (cifar10, cifar100, svhn_cropped, …).
+
+    Args:
+      name: tfds name.
+      data_dir: tfds data directory (None = tfds default).
+      manual_dir: directory holding manually downloaded archives.
+      download: allow tfds to download and prepare the data.
+      train_split, test_split: split names.
+
+    Returns:
+      `DataSplits`, with the class count and names taken from the dataset info.
+
+    Raises:
+      UserError: if the data is neither prepared nor downloadable.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # unknown name
+        raise UserError(f"unknown tfds dataset {name!r}: {e}") from e
+    if not builder.is_prepared():
+        if not download and not manual_dir:
+            raise UserError(_no_data_message(name, "not prepared and downloads are off"))
+        try:
+            config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+            builder.download_and_prepare(download_config=config)
+        except Exception as e:
+            raise UserError(
+                _no_data_message(name, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            ) from e
+    info = builder.info
+    label = info.features["label"]
+    train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
+    test = builder.as_dataset(split=test_split, as_supervised=True, shuffle_files=False)
+    shape = tuple(info.features["image"].shape)
+    return DataSplits(
+        train=train,
+        test=test,
+        num_train=int(info.splits[train_split].num_examples),
+        num_test=int(info.splits[test_split].num_examples),
+        num_classes=int(label.num_classes),
+        class_names=list(label.names),
+        image_shape=shape,
+    )
+
+
+def _read_folder(path, image_size, class_names=None):
+    """Reads <path>/<class>/<image> into uint8 arrays (keras' folder layout)."""
+    import keras
+
+    ds = keras.utils.image_dataset_from_directory(
+        path,
+        labels="inferred",
+        label_mode="int",
+        class_names=class_names,
+        image_size=image_size,
+        batch_size=None,
+        shuffle=False,
+        verbose=False,
+    )
+    names = list(ds.class_names)
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(np.clip(np.round(x), 0, 255).astype(np.uint8))
+        labels.append(y)
+    if not images:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
+    return np.stack(images), np.asarray(labels, np.int32), names
+
+
+def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0):
+    """Loads an image folder in `keras.utils.image_dataset_from_directory` layout.
+
+    With `train/` and `test/` sub-folders they are the splits; otherwise one
+    folder of class sub-folders is split, `test_fraction` of it held out.
+
+    Args:
+      folder: root folder.
+      image_size: (H, W) images are resized to.
+      test_fraction: held-out fraction when there is no test/ folder.
+      seed: seed of that split.
+
+    Returns:
+      `DataSplits`.
+    """
+    if not folder or not os.path.isdir(folder):
+        raise UserError(f"image folder {folder!r} does not exist")
+    train_dir, test_dir = os.path.join(folder, "train"), os.path.join(folder, "test")
+    if os.path.isdir(train_dir):
+        x_train, y_train, names = _read_folder(train_dir, image_size)
+        if os.path.isdir(test_dir):
+            x_test, y_test, _ = _read_folder(test_dir, image_size, class_names=names)
+        else:
+            x_train, y_train, x_test, y_test = _split(x_train, y_train, test_fraction, seed)
+    else:
+        x, y, names = _read_folder(folder, image_size)
+        x_train, y_train, x_test, y_test = _split(x, y, test_fraction, seed)
+    return DataSplits(
+        train=_from_arrays(x_train, y_train),
+        test=_from_arrays(x_test, y_test),
+        num_train=len(x_train),
+        num_test=len(x_test),
+        num_classes=len(names),
+        class_names=names,
+        image_shape=(*image_size, 3),
+    )
+
+
+def _split(x, y, fraction, seed):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(round(len(x) * fraction)))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0):
+    """Generated shapes data (see `robust_ssl.data.synthetic`), fully offline."""
+    x_train, y_train = synthetic.generate(num_train, seed=seed, num_classes=num_classes)
+    x_test, y_test = synthetic.generate(num_test, seed=seed + 10_000, num_classes=num_classes)
+    return DataSplits(
+        train=_from_arrays(x_train, y_train),
+        test=_from_arrays(x_test, y_test),
+        num_train=num_train,
+        num_test=num_test,
+        num_classes=num_classes,
+        class_names=list(synthetic.CLASS_NAMES[:num_classes]),
+    )
+
+
+def load_data(data_config):
+    """Loads the data a config asks for.
+
+    Args:
+      data_config: the `config.data` ConfigDict (source, name, data_dir, …).
+
+    Returns:
+      `DataSplits`.
+    """
+    source = data_config.source
+    if source == "tfds":
+        return load_tfds(
+            data_config.name,
+            data_dir=data_config.get("data_dir") or None,
+            manual_dir=data_config.get("manual_dir") or None,
+            download=data_config.get("download", True),
+        )
+    if source == "folder":
+        return load_folder(
+            data_config.folder,
+            image_size=tuple(data_config.get("image_size", (32, 32))),
+            test_fraction=data_config.get("test_fraction", 0.1),
+        )
+    if source == "synthetic":
+        return load_synthetic(
+            data_config.get("num_train", 2000),
+            data_config.get("num_test", 500),
+            data_config.get("num_classes", 10),
+            data_config.get("seed", 0),
+        )
+    raise UserError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")

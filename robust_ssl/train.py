@@ -1,0 +1,228 @@
+"""`train_and_evaluate(config, workdir)`: one training run, end to end.
+
+A run writes into its workdir:
+  config.json          the resolved config
+  metrics.csv          per-epoch losses per task, λ per task, accuracy, images/s
+  lambdas.csv          the λ trajectory every `train.log_every_steps` steps
+  tensorboard/         TensorBoard logs
+  checkpoints/         epoch_<NNN>.keras (whole model, atomically written)
+  backup/              Keras BackupAndRestore state to resume an interrupted run
+  model.keras          the final model
+  results.json         final clean test accuracy and the run's summary
+  meta_validation.json what the AutoML meta loss saw (so evaluation can exclude it)
+"""
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from robust_ssl import callbacks as callbacks_lib
+from robust_ssl import config_utils
+from robust_ssl.data import cifar10c, datasets, pipeline
+from robust_ssl.errors import ConfigError, TrainingDivergedError
+from robust_ssl.model import RobustSSLModel
+from robust_ssl.tasks import parse_task_names
+
+
+def _meta_validation(config, data):
+    """Splits off or loads the validation stream of the meta loss.
+
+    Returns:
+      (train dataset, number of training examples, meta dataset or None, record dict).
+    """
+    if not config.automl.enabled:
+        return data.train, data.num_train, None, {"source": None}
+    val = config.automl.validation
+    if val.source == "train_holdout":
+        holdout = int(val.holdout)
+        if not 0 < holdout < data.num_train:
+            raise ConfigError(f"automl.validation.holdout must be in (0, {data.num_train}); got {holdout}")
+        # The training set is read in a fixed order, so the first `holdout`
+        # examples are the same every run; training never sees them.
+        record = {"source": "train_holdout", "holdout": holdout}
+        return data.train.skip(holdout), data.num_train - holdout, data.train.take(holdout), record
+    meta = cifar10c.load_part(
+        val.cifar10c_source,
+        "meta",
+        int(val.per_block),
+        directory=val.cifar10c_dir or None,
+    )
+    record = {
+        "source": "cifar10c",
+        "cifar10c_source": val.cifar10c_source,
+        "per_block": int(val.per_block),
+        "corruptions": list(cifar10c.ALL_CORRUPTIONS),
+    }
+    return data.train, data.num_train, meta, record
+
+
+def build_model(config, num_classes, steps_per_epoch, class_names=None, image_shape=(32, 32, 3)):
+    """Builds and compiles the model a config describes.
+
+    Args:
+      config: the experiment ConfigDict.
+      num_classes: classes of the main task.
+      steps_per_epoch: training steps per epoch (sets the schedule and warm-up).
+      class_names: optional class names stored in the model.
+      image_shape: input shape.
+
+    Returns:
+      A compiled `RobustSSLModel`.
+    """
+    names = parse_task_names(config.tasks)
+    train = config.train
+    total_steps = max(1, train.epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        train.learning_rate, decay_steps=total_steps, alpha=train.min_learning_rate / train.learning_rate
+    )
+    model = RobustSSLModel(
+        num_classes=num_classes,
+        depth=config.model.depth,
+        width=config.model.width,
+        dropout=config.model.dropout,
+        image_shape=image_shape,
+        tasks=names,
+        task_options={n: dict(config.task_options.get(n, {})) for n in names},
+        lambdas=config_utils.task_lambdas(config),
+        weight_decay=train.weight_decay,
+        automl=config.automl.enabled,
+        meta_mode=config.automl.mode,
+        meta_every=config.automl.meta_every,
+        meta_start_step=config.automl.warmup_epochs * steps_per_epoch,
+        alpha_mode=config.automl.alpha,
+        base_learning_rate=train.learning_rate,
+        class_names=class_names,
+    )
+    meta_cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[config.automl.meta_optimizer]
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=train.momentum, nesterov=train.nesterov),
+        meta_optimizer=meta_cls(config.automl.meta_lr),
+        jit_compile=train.jit_compile,
+    )
+    return model
+
+
+def _prepare_workdir(config, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    changed = config_utils.differences(config, workdir)
+    if changed and not config.train.overwrite:
+        raise ConfigError(
+            f"{workdir} holds a run with a different config ({', '.join(changed[:5])}"
+            f"{', …' if len(changed) > 5 else ''}); use another --workdir or "
+            f"--config.train.overwrite=True to start afresh there"
+        )
+    if changed:  # overwrite: drop the other run's resume state and logs
+        import shutil
+
+        for name in ("backup", "checkpoints"):
+            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+        for name in ("metrics.csv", "lambdas.csv", "results.json"):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.remove(os.path.join(workdir, name))
+    config_utils.write(config, workdir)
+
+
+def _divergence_message(error):
+    text = str(getattr(error, "message", error))
+    start = text.find("robust_ssl:")
+    detail = text[start:].splitlines()[0] if start >= 0 else text.splitlines()[0]
+    detail = detail.replace("robust_ssl: ", "").replace("\\'", "'")
+    return f"training stopped: {detail[:300]}; the last epoch checkpoint is kept"
+
+
+def train_and_evaluate(config, workdir):
+    """Trains a model as `config` says and evaluates it on the clean test set.
+
+    Args:
+      config: an ml_collections ConfigDict (see configs/default.py).
+      workdir: directory for all outputs; an interrupted run in it resumes.
+
+    Returns:
+      The results dict also written to <workdir>/results.json.
+
+    Raises:
+      ConfigError: invalid config (before any data is read).
+      UserError: data not available, workdir holding another run.
+      TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
+    """
+    config_utils.validate(config)
+    _prepare_workdir(config, workdir)
+    keras.utils.set_random_seed(config.seed)
+    start = time.time()
+
+    data = datasets.load_data(config.data)
+    train_examples, num_train, meta_examples, meta_record = _meta_validation(config, data)
+    with open(os.path.join(workdir, "meta_validation.json"), "w") as f:
+        json.dump(meta_record, f, indent=2)
+    batch_size = config.train.batch_size
+    if num_train < batch_size:
+        raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
+    steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
+
+    model = build_model(config, data.num_classes, steps_per_epoch, data.class_names, data.image_shape)
+    logging.info(
+        "WRN-%d-%d, tasks %s: %d parameters (trunk + main head: %d)",
+        config.model.depth,
+        config.model.width,
+        model.task_names or "none",
+        sum(int(v.numpy().size) for v in model.network_variables),
+        sum(int(v.numpy().size) for v in model.psi_variables),
+    )
+    train_ds = pipeline.training_dataset(
+        train_examples,
+        model.tasks,
+        batch_size,
+        seed=config.seed,
+        meta_examples=meta_examples,
+        meta_batch_size=config.automl.meta_batch_size,
+        augment_images=config.data.augment,
+    )
+    test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
+
+    callbacks = [
+        callbacks_lib.Throughput(batch_size),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        callbacks_lib.LambdaLogger(
+            os.path.join(workdir, "lambdas.csv"),
+            model.task_names,
+            config.train.log_every_steps,
+            tensorboard_dir=os.path.join(workdir, "tensorboard", "lambdas"),
+        ),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), update_freq="epoch"),
+        callbacks_lib.AtomicCheckpoint(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
+    ]
+    try:
+        model.fit(
+            train_ds,
+            epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test_ds if config.train.eval_every_epoch else None,
+            callbacks=callbacks,
+            verbose=config.train.verbose,
+        )
+    except tf.errors.InvalidArgumentError as e:
+        if "robust_ssl:" in str(e):
+            raise TrainingDivergedError(_divergence_message(e)) from None
+        raise
+
+    evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
+    model.save(os.path.join(workdir, "model.keras"))
+    results = {
+        "test_accuracy": float(evaluation["accuracy"]),
+        "test_loss": float(evaluation["loss"]),
+        "lambdas": model.lambda_values(),
+        "tasks": list(model.task_names),
+        "epochs": int(config.train.epochs),
+        "steps": int(model.optimizer.iterations.numpy()),
+        "num_train": int(num_train),
+        "num_test": int(data.num_test),
+        "wall_time_s": round(time.time() - start, 1),
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
