@@ -29,6 +29,11 @@ class ReconstructionTask(Task):
     uses_clean_input = True
     DEFAULT_OPTIONS = {"loss_scale": RECONSTRUCTION_LOSS_SCALE}
 
+    def validate_options(self):
+        scale = self.options["loss_scale"]
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise ConfigError(f"{self.name} loss_scale must be > 0; got {scale!r}")
+
     def make_batch(self, images, seed):
         del seed
         return {"targets": images}
@@ -56,6 +61,7 @@ class DeblurTask(ReconstructionTask):
     DEFAULT_OPTIONS = {"sigma": 1.0, "loss_scale": RECONSTRUCTION_LOSS_SCALE}
 
     def validate_options(self):
+        super().validate_options()
         sigma = self.options["sigma"]
         if not isinstance(sigma, (int, float)) or sigma <= 0:
             raise ConfigError(f"bir sigma must be > 0 pixels; got {sigma!r}")

@@ -1,0 +1,275 @@
+"""Figures a user opens: what each task sees (the paper's Fig. 1) and λ over training (Fig. 2b).
+
+Everything draws on `matplotlib.figure.Figure` with the Agg canvas, never on
+pyplot's global state, so the functions are safe in scripts, tests and
+notebooks alike and need no display. TensorFlow is imported only where images
+are read or transformed, so plotting λ stays light.
+"""
+
+import csv
+import os
+
+import numpy as np
+
+from robust_ssl.errors import UserError
+
+# Task grid geometry: square cells of CELL_INCHES plus a band for column titles.
+GRID_CELL_INCHES = 1.2
+GRID_TITLE_INCHES = 0.3
+GRID_DPI = 100
+# λ plot geometry.
+LAMBDA_FIGSIZE = (7.0, 4.2)
+LAMBDA_DPI = 100
+
+
+def grid_size_pixels(num_rows, num_columns):
+    """Pixel size of a `task_grid` PNG.
+
+    Args:
+      num_rows: number of images (rows).
+      num_columns: number of columns (1 + number of tasks).
+
+    Returns:
+      (height, width) in pixels.
+    """
+    height = (num_rows * GRID_CELL_INCHES + GRID_TITLE_INCHES) * GRID_DPI
+    width = num_columns * GRID_CELL_INCHES * GRID_DPI
+    return int(round(height)), int(round(width))
+
+
+def _new_figure(figsize, dpi):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _makedirs_for(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder of {path!r}: {e.strerror}") from None
+
+
+def _save(fig, path, dpi):
+    _makedirs_for(path)
+    try:
+        fig.savefig(path, dpi=dpi, format="png")
+    except OSError as e:
+        raise UserError(f"cannot write {path!r}: {e.strerror or e}") from None
+    return path
+
+
+def _as_float_images(images):
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def load_folder_images(folder, num_images, seed=0, image_size=(32, 32)):
+    """Picks images at random from a folder (searched recursively) and resizes them.
+
+    Any layout works, including `keras.utils.image_dataset_from_directory`'s
+    <folder>/<class>/<image> and <folder>/{train,test}/<class>/<image>.
+
+    Args:
+      folder: root folder.
+      num_images: how many images to pick (fewer if the folder holds fewer).
+      seed: seed of the random choice.
+      image_size: (H, W) the images are resized to (bilinear).
+
+    Returns:
+      float32 [N, H, W, 3] in [0, 1].
+
+    Raises:
+      UserError: if the folder does not exist, holds no image, or an image
+        cannot be decoded.
+    """
+    if not folder or not os.path.isdir(folder):
+        raise UserError(f"image folder {folder!r} does not exist")
+    if num_images < 1:
+        raise UserError(f"number of images must be >= 1; got {num_images}")
+    import tensorflow as tf
+
+    from robust_ssl.data.datasets import IMAGE_EXTENSIONS
+
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, files in os.walk(folder)
+        for name in files
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not paths:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    order = np.random.default_rng(seed).permutation(len(paths))[:num_images]
+    images = []
+    for index in order:
+        try:
+            data = tf.io.read_file(paths[index])
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            raise UserError(f"cannot read image {paths[index]}: {e.message.splitlines()[0]}") from None
+        image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+        images.append(np.clip(image.numpy() / 255.0, 0.0, 1.0))
+    return np.stack(images).astype(np.float32)
+
+
+def task_grid(images, tasks, seed, path):
+    """Draws the paper's Fig. 1: each image and what every task's network sees.
+
+    One row per image; the first column is the image, then one column per task
+    with `task.display_inputs` (the grey input of colour, the blurred input of
+    BIR, the clean image for IR, a rotated, channel-shuffled or tile-shuffled
+    copy, the painted-over image of inpainting).
+
+    Args:
+      images: [N, H, W, 3] uint8 or float in [0, 1] (square, as the tasks need).
+      tasks: a list of `Task` objects, or task names (a list or "a,b" string).
+      seed: integer seed of the random tasks' choices.
+      path: PNG file to write (its folder is created).
+
+    Returns:
+      The path written.
+
+    Raises:
+      UserError: on an unknown task name or an unwritable path.
+    """
+    import tensorflow as tf
+
+    from robust_ssl.tasks import make_tasks
+
+    if isinstance(tasks, str) or (tasks and all(isinstance(t, str) for t in tasks)):
+        tasks = make_tasks(tasks)
+    images = _as_float_images(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise UserError(f"expected a non-empty batch of RGB images [N, H, W, 3]; got shape {images.shape}")
+    batch_seed = tf.constant([int(seed), 0], tf.int64)
+    columns = [("original", images)]
+    for task in tasks:
+        shown = task.display_inputs(tf.constant(images), batch_seed)
+        columns.append((task.name, np.clip(np.asarray(shown, np.float32), 0.0, 1.0)))
+
+    rows, cols = len(images), len(columns)
+    height, width = grid_size_pixels(rows, cols)
+    fig = _new_figure((width / GRID_DPI, height / GRID_DPI), GRID_DPI)
+    pad = 0.04 * GRID_CELL_INCHES
+    fig.subplots_adjust(
+        left=pad / (width / GRID_DPI),
+        right=1 - pad / (width / GRID_DPI),
+        bottom=pad / (height / GRID_DPI),
+        top=1 - GRID_TITLE_INCHES / (height / GRID_DPI),
+        wspace=0.06,
+        hspace=0.06,
+    )
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for c, (title, shown) in enumerate(columns):
+        axes[0, c].set_title(title, fontsize=10)
+        for r in range(rows):
+            ax = axes[r, c]
+            ax.imshow(shown[r], interpolation="nearest", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _save(fig, path, GRID_DPI)
+
+
+def read_lambda_csv(csv_path):
+    """Reads a λ trajectory written by `robust_ssl.callbacks.LambdaLogger`.
+
+    Rows logged twice for one step (a resumed run replays the steps after its
+    last checkpoint) keep the later value.
+
+    Args:
+      csv_path: CSV with columns step, [epoch,] <task>...
+
+    Returns:
+      (steps int64 [T] ascending, dict task name -> float64 [T]).
+
+    Raises:
+      UserError: if the file is missing or empty, lacks a step column, holds
+        no task column or no row, or holds a non-numeric value.
+    """
+    if not os.path.isfile(csv_path):
+        raise UserError(f"λ file {csv_path!r} does not exist (written by training runs with tasks)")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    rows = [row for row in rows if row]
+    if not rows:
+        raise UserError(f"λ file {csv_path!r} is empty")
+    header = [name.strip() for name in rows[0]]
+    if "step" not in header:
+        raise UserError(f"λ file {csv_path!r} has no 'step' column (header: {','.join(header)})")
+    task_columns = [i for i, name in enumerate(header) if name not in ("step", "epoch")]
+    if not task_columns:
+        raise UserError(f"λ file {csv_path!r} holds no task columns (header: {','.join(header)})")
+    step_column = header.index("step")
+    by_step = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise UserError(f"{csv_path}:{line}: expected {len(header)} values, got {len(row)}")
+        try:
+            step = int(float(row[step_column]))
+            by_step[step] = [float(row[i]) for i in task_columns]
+        except ValueError:
+            raise UserError(f"{csv_path}:{line}: not a number in {','.join(row)!r}") from None
+    if not by_step:
+        raise UserError(f"λ file {csv_path!r} holds no rows")
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    values = np.array([by_step[s] for s in steps], dtype=np.float64)
+    return steps, {header[i]: values[:, j] for j, i in enumerate(task_columns)}
+
+
+def warmup_end(steps, lambdas):
+    """The last logged step before any λ first moves (the end of the warm-up).
+
+    Args:
+      steps: int [T] ascending.
+      lambdas: dict task name -> float [T].
+
+    Returns:
+      That step, or None if no λ ever changes (a fixed-λ run, or a log that
+      ends within the warm-up).
+    """
+    values = np.stack([np.asarray(v, np.float64) for v in lambdas.values()], axis=1)  # [T, K]
+    changed = np.any(values != values[0], axis=1)
+    if not changed.any():
+        return None
+    first = int(np.argmax(changed))
+    return int(steps[first - 1])
+
+
+def plot_lambdas(csv_path, png_path):
+    """Plots λ of every task against the training step (the paper's Fig. 2b).
+
+    A dashed vertical line marks the end of the warm-up, where λ first moves,
+    when the trajectory shows it.
+
+    Args:
+      csv_path: the λ CSV of a run (<workdir>/lambdas.csv).
+      png_path: PNG file to write (its folder is created).
+
+    Returns:
+      (png_path, warm-up end step or None).
+
+    Raises:
+      UserError: on a missing or malformed CSV (see `read_lambda_csv`).
+    """
+    steps, lambdas = read_lambda_csv(csv_path)
+    end = warmup_end(steps, lambdas)
+    fig = _new_figure(LAMBDA_FIGSIZE, LAMBDA_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    marker = "o" if len(steps) <= 30 else None
+    for name, values in lambdas.items():
+        ax.plot(steps, values, label=name, marker=marker, markersize=3, linewidth=1.6)
+    if end is not None:
+        ax.axvline(end, color="0.3", linestyle="--", linewidth=1.0, label=f"end of warm-up (step {end})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("λ (weight of the task loss)")
+    ax.set_title("λ of each self-supervision task during training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, png_path, LAMBDA_DPI), end
