@@ -50,6 +50,96 @@ def tfds_config_name(corruption, severity):
     return f"{TFDS_NAMES.get(corruption, corruption)}_{severity}"
 
 
+# Accepted spellings of corruption groups and names on command lines.
+CORRUPTION_GROUPS = {"all": ALL_CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}
+_ALIASES = {tfds_name: name for name, tfds_name in TFDS_NAMES.items()}
+# The paper's meta-validation head per block (and the authors' code's).
+PAPER_PER_BLOCK = 100
+
+
+def parse_corruptions(text):
+    """Corruption names from a command-line string.
+
+    Args:
+      text: comma-separated names and/or groups ("all", "benchmark", "extra");
+        tfds spellings ("frosted_glass_blur", "elastic") are accepted. A
+        sequence of such strings is accepted too.
+
+    Returns:
+      A tuple of official names in the CIFAR-10-C order, without duplicates.
+
+    Raises:
+      UserError: an unknown name, or nothing selected.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    chosen = set()
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item in CORRUPTION_GROUPS:
+            chosen.update(CORRUPTION_GROUPS[item])
+            continue
+        name = _ALIASES.get(item, item)
+        if name not in ALL_CORRUPTIONS:
+            raise UserError(
+                f"unknown corruption {item!r}; choose from all, benchmark, extra, {', '.join(ALL_CORRUPTIONS)}"
+            )
+        chosen.add(name)
+    if not chosen:
+        raise UserError("no corruption selected")
+    return tuple(name for name in ALL_CORRUPTIONS if name in chosen)
+
+
+def parse_severities(text):
+    """Severities from a string such as "1,3,5" or "1-5" (or a sequence of ints).
+
+    Returns:
+      A sorted tuple of distinct ints in 1..5.
+
+    Raises:
+      UserError: a value outside 1..5 or not an integer.
+    """
+    if isinstance(text, str):
+        values = []
+        for item in (i.strip() for i in text.split(",")):
+            if not item:
+                continue
+            try:
+                if "-" in item:
+                    lo, hi = (int(v) for v in item.split("-", 1))
+                    values.extend(range(lo, hi + 1))
+                else:
+                    values.append(int(item))
+            except ValueError:
+                raise UserError(
+                    f"severities must be integers 1..5 like '1,3,5' or '1-5'; got {text!r}"
+                ) from None
+    else:
+        values = [int(v) for v in text]
+    if not values or any(v not in SEVERITIES for v in values):
+        raise UserError(f"severities must be in 1..5; got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def load_block(source, corruption, severity, directory=None):
+    """One (corruption, severity) block from either source.
+
+    Args:
+      source: "npy" (official directory `directory`) or "tfds" (`directory` =
+        tfds data_dir or None).
+      corruption, severity: the block.
+      directory: see `source`.
+
+    Returns:
+      (uint8 [n, 32, 32, 3], int32 [n]) in file order.
+    """
+    if source == "npy":
+        return load_npy_block(directory, corruption, severity)
+    if source == "tfds":
+        return load_tfds_block(corruption, severity, directory)
+    raise UserError(f"CIFAR-10-C source must be 'npy' or 'tfds'; got {source!r}")
+
+
 def split_block(images, labels, part, per_block):
     """Keeps the meta-validation head or the test tail of one block.
 

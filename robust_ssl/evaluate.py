@@ -1,0 +1,804 @@
+"""Robustness of a trained classifier on CIFAR-10-C (Hendrycks & Dietterich, 2019).
+
+`evaluate_robustness(model, source, …)` scores a model on every chosen
+(corruption, severity) cell of
+
+- real CIFAR-10-C from tfds (`source="tfds"`) or the official `.npy`
+  directory (`source=<directory>`), or
+- corruptions generated on the fly from a clean test set
+  (`source="generate"`, `robust_ssl.data.corruptions`), which works offline
+  and for any 32x32 dataset;
+
+and reports per cell accuracy, error, expected calibration error (15 bins) and
+NLL; the clean accuracy; the mean accuracy over the 15 benchmark corruptions
+and over all 19 (the paper's number); the corruption error CE_c (mean error
+over severities) and its mean mCE over the 15 benchmark corruptions. Given the
+results of a baseline run, `compare` adds the normalised CE/mCE
+(sum_s E_s,c / sum_s E^base_s,c) and the relative CE/mCE
+(sum_s (E_s,c - E_clean) / sum_s (E^base_s,c - E^base_clean)) of Hendrycks &
+Dietterich.
+
+Leak-free scoring (`leak_guard`): a run whose AutoML meta loss validated on the
+first P images of every CIFAR-10-C block (meta_validation.json with source
+"cifar10c") is scored on the rest of each block only; asking to include those
+images raises a UserError. As every block corrupts the CIFAR-10 test set in
+order, the first P clean CIFAR-10 test images are left out too (of the clean
+accuracy and of generated corruptions) when the run's clean test set is
+tfds cifar10. Without a meta_validation.json the paper's P = 100 is assumed.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from robust_ssl.data import cifar10c
+from robust_ssl.errors import UserError
+
+NUM_BINS = 15
+CLEAN = "clean"
+GENERATE = "generate"
+TFDS = "tfds"
+# meta_validation.json sources that draw on the training set only.
+TRAINING_SOURCES = ("train_holdout", "corrupted_holdout")
+
+
+# --------------------------------------------------------------------------- leak guard
+@dataclasses.dataclass
+class Exclusion:
+    """What is left out of scoring so that no scored image was seen by the meta loss.
+
+    Attributes:
+      per_block: images dropped at the head of every real CIFAR-10-C block.
+      clean_skip: leading clean test images dropped (from the clean accuracy
+        and, with source="generate", from the images that get corrupted).
+      note: one line saying why, for the report.
+    """
+
+    per_block: int = 0
+    clean_skip: int = 0
+    note: str = ""
+
+
+def load_meta_validation(run_dir):
+    """Reads <run_dir>/meta_validation.json; None when the run has none."""
+    if not run_dir:
+        return None
+    path = os.path.join(run_dir, "meta_validation.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+
+
+def _is_cifar10_test(data_config):
+    return bool(data_config) and data_config.get("source") == "tfds" and data_config.get("name") == "cifar10"
+
+
+def leak_guard(record, source, include_meta_images=False, data_config=None):
+    """Decides which images must not be scored, given what the meta loss saw.
+
+    Args:
+      record: the run's meta_validation.json dict, or None when unknown.
+      source: "generate", "tfds" or a CIFAR-10-C directory.
+      include_meta_images: the user asks to score the meta-validation images.
+      data_config: the run's `config.data` (dict-like) or None; tells whether
+        the clean test set is CIFAR-10's, whose first images underlie the
+        first images of every CIFAR-10-C block.
+
+    Returns:
+      An `Exclusion`.
+
+    Raises:
+      UserError: the user asks to include images the meta loss used, or the
+        record names a source this function does not know.
+    """
+    real = source != GENERATE
+    note = ""
+    if record is None:
+        if include_meta_images:
+            return Exclusion(0, 0, "no meta_validation.json; all images scored (--include_meta_images)")
+        record = {"source": "cifar10c", "per_block": cifar10c.PAPER_PER_BLOCK}
+        note = "no meta_validation.json: assumed the paper's meta-validation images and left them out; "
+    kind = record.get("source")
+    if kind is None or kind in TRAINING_SOURCES or str(kind).endswith("holdout"):
+        what = "no meta-validation" if kind is None else f"meta-validation on training images ({kind})"
+        return Exclusion(0, 0, f"{what}: no test image is excluded")
+    if kind != "cifar10c":
+        raise UserError(
+            f"meta_validation.json names source {kind!r}, unknown to the evaluation; "
+            f"it cannot tell which test images the meta loss saw"
+        )
+    per_block = int(record.get("per_block", cifar10c.PAPER_PER_BLOCK))
+    clean_skip = per_block if _is_cifar10_test(data_config) else 0
+    used = per_block if real else clean_skip
+    if include_meta_images and used > 0:
+        what = (
+            f"the first {per_block} images of every CIFAR-10-C block"
+            if real
+            else f"corruptions of the first {clean_skip} CIFAR-10 test images"
+        )
+        raise UserError(
+            f"refusing to score {what}: the run's AutoML meta-validation used them "
+            f"(meta_validation.json: source cifar10c, per_block {per_block}); drop --include_meta_images"
+        )
+    if real:
+        note += f"left out the first {per_block} images of every block (meta-validation)"
+    else:
+        note += f"left out the first {clean_skip} clean test images (their CIFAR-10-C copies were meta-validation)"
+    if clean_skip and real:
+        note += f" and the first {clean_skip} clean test images"
+    return Exclusion(per_block if real else 0, clean_skip, note)
+
+
+# --------------------------------------------------------------------------- prediction
+def _softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _looks_like_probabilities(values):
+    return (
+        values.size > 0
+        and values.min() >= 0
+        and values.max() <= 1
+        and np.allclose(values.sum(axis=1), 1.0, atol=1e-3)
+    )
+
+
+def make_predictor(model, batch_size=500, outputs="auto"):
+    """Wraps a model as a function uint8 images -> class probabilities.
+
+    Args:
+      model: a Keras model (images in [0, 1] -> logits, as `RobustSSLModel`),
+        or any callable taking float32 [N, H, W, 3] in [0, 1].
+      batch_size: images per forward pass.
+      outputs: "logits", "probabilities" or "auto" (probabilities when every
+        row of the first batch is a distribution, else logits).
+
+    Returns:
+      predict(images uint8 [N, H, W, 3]) -> float64 [N, C] probabilities.
+    """
+    if outputs not in ("auto", "logits", "probabilities"):
+        raise ValueError(f"outputs must be auto, logits or probabilities; got {outputs!r}")
+    import keras
+
+    if isinstance(model, keras.Model):
+        forward = model.predict_on_batch
+    else:
+        forward = model
+    kind = {"value": None if outputs == "auto" else outputs}
+
+    def predict(images):
+        parts = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].astype(np.float32) / 255.0
+            y = forward(x)
+            if isinstance(y, dict):
+                y = y.get("logits", y.get("probabilities", next(iter(y.values()))))
+            y = np.asarray(y, np.float64)
+            if kind["value"] is None:
+                kind["value"] = "probabilities" if _looks_like_probabilities(y) else "logits"
+            parts.append(y if kind["value"] == "probabilities" else _softmax(y))
+        return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+    predict.is_predictor = True
+    return predict
+
+
+def load_saved_model(path):
+    """A callable float images [0, 1] -> logits from a TensorFlow SavedModel.
+
+    Accepts a SavedModel directory or TF Serving's versioned layout
+    (<dir>/<version>/saved_model.pb, newest version taken). Uses the signature
+    `serving_float` (float32 in [0, 1]) when present, else `serving_default`
+    (uint8 inputs are fed 0..255), else the Keras export endpoint `serve`.
+
+    Args:
+      path: directory.
+
+    Returns:
+      A callable suitable for `make_predictor` (its outputs are taken as
+      "logits" when the signature has them, else auto-detected).
+
+    Raises:
+      UserError: no SavedModel there.
+    """
+    import tensorflow as tf
+
+    if not os.path.isdir(path):
+        raise UserError(f"SavedModel directory {path} does not exist")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True)
+        for version in versions:
+            candidate = os.path.join(path, str(version))
+            if os.path.exists(os.path.join(candidate, "saved_model.pb")):
+                path = candidate
+                break
+        else:
+            raise UserError(f"{path} holds no saved_model.pb (nor a versioned <dir>/<n>/saved_model.pb)")
+    loaded = tf.saved_model.load(path)
+    signatures = getattr(loaded, "signatures", {})
+    function = None
+    for name in ("serving_float", "serving_default"):
+        if name in signatures:
+            function = signatures[name]
+            break
+    if function is None and hasattr(loaded, "serve"):
+        function = loaded.serve
+    if function is None:
+        raise UserError(f"the SavedModel in {path} has no serving_default signature nor a serve endpoint")
+    specs = function.structured_input_signature[1] if hasattr(function, "structured_input_signature") else {}
+    if specs:
+        (input_name, spec), *_ = specs.items()
+    else:
+        input_name, spec = None, None
+    wants_uint8 = spec is not None and spec.dtype == tf.uint8
+
+    def call(images01):
+        x = np.clip(np.round(images01 * 255.0), 0, 255).astype(np.uint8) if wants_uint8 else images01
+        out = function(**{input_name: tf.constant(x)}) if input_name else function(tf.constant(x))
+        if isinstance(out, dict):
+            out = out["logits"] if "logits" in out else out.get("probabilities", next(iter(out.values())))
+        return np.asarray(out)
+
+    call.loaded = loaded  # keep the trackable object (and its variables) alive
+    return call
+
+
+# --------------------------------------------------------------------------- metrics
+def expected_calibration_error(probabilities, labels, bins=NUM_BINS):
+    """ECE with equal-width confidence bins (Guo et al., 2017).
+
+    Args:
+      probabilities: [N, C].
+      labels: [N] integer labels.
+      bins: number of bins over (0, 1]; a confidence c falls into bin
+        ceil(c * bins) - 1.
+
+    Returns:
+      sum_b |B_b| / N * |accuracy(B_b) - mean confidence(B_b)| (0.0 for N = 0).
+    """
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return 0.0
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total / len(labels))
+
+
+def cell_metrics(probabilities, labels):
+    """Accuracy, error, ECE (15 bins) and NLL of one set of predictions.
+
+    Returns:
+      dict with accuracy, error, ece, nll, num_images.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    n = len(labels)
+    if n == 0:
+        raise UserError("a cell has no images left to score")
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    picked = probabilities[np.arange(n), labels]
+    return {
+        "accuracy": accuracy,
+        "error": 1.0 - accuracy,
+        "ece": expected_calibration_error(probabilities, labels),
+        "nll": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+        "num_images": int(n),
+    }
+
+
+# --------------------------------------------------------------------------- evaluation
+def _source_kind(source):
+    if source in (GENERATE, TFDS):
+        return source
+    if isinstance(source, str) and os.path.isdir(source):
+        return "npy"
+    raise UserError(
+        f"--cifar10c must be 'tfds', 'generate' or an existing directory of CIFAR-10-C .npy files; got {source!r}"
+    )
+
+
+def _load_real_block(kind, source, corruption, severity, tfds_data_dir):
+    if kind == "npy":
+        return cifar10c.load_block("npy", corruption, severity, source)
+    try:
+        return cifar10c.load_block("tfds", corruption, severity, tfds_data_dir)
+    except UserError:
+        raise UserError(
+            f"cannot load tfds cifar10_corrupted/{cifar10c.tfds_config_name(corruption, severity)}; "
+            f"offline, pass --cifar10c=<directory of the official .npy files> or --cifar10c=generate"
+        ) from None
+
+
+def _subset(n, max_images):
+    """Indices of an evenly spaced subset of `max_images` of n (all if None/0/>= n).
+
+    Evenly spaced rather than the first ones: folder data sets are read class by
+    class, so a prefix would hold one class only.
+    """
+    if not max_images or max_images >= n:
+        return np.arange(n)
+    return np.floor(np.arange(max_images) * (n / max_images)).astype(int)
+
+
+def evaluate_robustness(
+    model,
+    source,
+    clean=None,
+    corruptions=cifar10c.ALL_CORRUPTIONS,
+    severities=cifar10c.SEVERITIES,
+    max_images=None,
+    batch_size=500,
+    seed=0,
+    meta_validation=None,
+    include_meta_images=False,
+    data_config=None,
+    tfds_data_dir=None,
+    progress=True,
+):
+    """Scores a classifier on CIFAR-10-C (real or generated), cell by cell.
+
+    Args:
+      model: a Keras model (images in [0, 1] -> logits), a callable of the same
+        kind, or a predictor from `make_predictor`/`load_saved_model`
+        (wrapped with `make_predictor` unless it has `is_predictor`).
+      source: "tfds", "generate" or a directory of the official `.npy` files.
+      clean: (images uint8 [N, 32, 32, 3], labels [N]) clean test set; needed
+        for "generate"; for real CIFAR-10-C it gives the clean accuracy (None:
+        no clean accuracy, no relative CE).
+      corruptions, severities: the cells to score.
+      max_images: score at most this many images per cell (None = all): an
+        evenly spaced, deterministic subset (after the leak guard's exclusions).
+      batch_size: forward-pass batch size.
+      seed: seed of generated corruptions.
+      meta_validation: the run's meta_validation.json dict (None = unknown).
+      include_meta_images: score the meta-validation images too (refused when
+        the record says the meta loss used them).
+      data_config: the run's `config.data` (for the leak guard).
+      tfds_data_dir: tfds data directory for source="tfds".
+      progress: show a keras Progbar over the cells.
+
+    Returns:
+      A results dict: "cells" (list of per-cell dicts: corruption, severity,
+      accuracy, error, ece, nll, num_images), "clean" (same metrics or None),
+      "summary" (see `summarize`) and "settings".
+
+    Raises:
+      UserError: missing data, an empty cell, or a leak the guard refuses.
+    """
+    kind = _source_kind(source)
+    exclusion = leak_guard(meta_validation, source, include_meta_images, data_config)
+    predict = model if getattr(model, "is_predictor", False) else make_predictor(model, batch_size)
+    if clean is not None:
+        clean_images, clean_labels = (np.asarray(a) for a in clean)
+        clean_images = clean_images[exclusion.clean_skip :]
+        clean_labels = clean_labels[exclusion.clean_skip :]
+        keep = _subset(len(clean_images), max_images)
+        clean_images, clean_labels = clean_images[keep], clean_labels[keep]
+        if len(clean_images) == 0:
+            raise UserError("no clean test images left to score")
+    elif kind == GENERATE:
+        raise UserError("source 'generate' needs the clean test set (clean=(images, labels))")
+
+    cells = [(c, s) for c in corruptions for s in severities]
+    bar = None
+    if progress:
+        import keras
+
+        bar = keras.utils.Progbar(len(cells) + (clean is not None), unit_name="cell")
+    results = []
+    clean_metrics = None
+    if clean is not None:
+        clean_metrics = cell_metrics(predict(clean_images), clean_labels)
+        if bar is not None:
+            bar.add(1, values=[("accuracy", clean_metrics["accuracy"])])
+    for corruption, severity in cells:
+        if kind == GENERATE:
+            images, labels = _corrupt(clean_images, corruption, severity, seed), clean_labels
+        else:
+            images, labels = _load_real_block(kind, source, corruption, severity, tfds_data_dir)
+            images, labels = cifar10c.split_block(images, labels, "test", exclusion.per_block)
+            keep = _subset(len(images), max_images)
+            images, labels = images[keep], labels[keep]
+        metrics = cell_metrics(predict(images), labels)
+        results.append({"corruption": corruption, "severity": int(severity), **metrics})
+        if bar is not None:
+            bar.add(1, values=[("accuracy", metrics["accuracy"])])
+    result = {
+        "cells": results,
+        "clean": clean_metrics,
+        "settings": {
+            "source": source if kind != "npy" else os.path.abspath(source),
+            "corruptions": list(corruptions),
+            "severities": [int(s) for s in severities],
+            "max_images": int(max_images) if max_images else None,
+            "seed": int(seed),
+            "excluded_per_block": exclusion.per_block,
+            "excluded_clean": exclusion.clean_skip,
+            "leak_guard": exclusion.note,
+            "meta_validation": meta_validation,
+        },
+    }
+    result["summary"] = summarize(result)
+    return result
+
+
+def _corrupt(images, corruption, severity, seed):
+    from robust_ssl.data import corruptions as corruptions_lib
+
+    if images.shape[1:] != corruptions_lib.IMAGE_SHAPE:
+        raise UserError(
+            f"--cifar10c=generate needs 32x32 RGB test images (the CIFAR-10-C parameters); got {images.shape[1:]}"
+        )
+    return corruptions_lib.corrupt(images, corruption, severity, seed)
+
+
+# --------------------------------------------------------------------------- summaries
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(result):
+    """Aggregates the cells of a results dict.
+
+    Returns:
+      dict with clean_accuracy; mean_accuracy_benchmark (15 corruptions) and
+      mean_accuracy_all (19, the paper's number) over the cells present;
+      ce (corruption -> mean error over its severities, unnormalised); mce
+      (mean CE over the benchmark corruptions present, unnormalised) and
+      mce_all; mean_ece; benchmark_complete / all_complete (every severity of
+      every corruption present).
+    """
+    cells = result["cells"]
+    by_corruption = {}
+    for cell in cells:
+        by_corruption.setdefault(cell["corruption"], []).append(cell)
+    ce = {name: _mean(c["error"] for c in group) for name, group in by_corruption.items()}
+    bench = [c for c in cells if c["corruption"] in cifar10c.BENCHMARK_CORRUPTIONS]
+    full = {(c["corruption"], c["severity"]) for c in cells}
+    clean = result.get("clean")
+    return {
+        "clean_accuracy": clean["accuracy"] if clean else None,
+        "clean_ece": clean["ece"] if clean else None,
+        "mean_accuracy_benchmark": _mean(c["accuracy"] for c in bench),
+        "mean_accuracy_all": _mean(c["accuracy"] for c in cells),
+        "ce": ce,
+        "mce": _mean(v for k, v in ce.items() if k in cifar10c.BENCHMARK_CORRUPTIONS),
+        "mce_all": _mean(ce.values()),
+        "mean_ece": _mean(c["ece"] for c in cells),
+        "benchmark_complete": all(
+            (c, s) in full for c in cifar10c.BENCHMARK_CORRUPTIONS for s in cifar10c.SEVERITIES
+        ),
+        "all_complete": all((c, s) in full for c in cifar10c.ALL_CORRUPTIONS for s in cifar10c.SEVERITIES),
+    }
+
+
+def compare(result, baseline):
+    """Normalised and relative corruption errors against a baseline's results.
+
+    Only cells present in both are used. For each corruption c (over common
+    severities s): normalised CE_c = sum_s E_s,c / sum_s E^base_s,c, relative
+    CE_c = sum_s (E_s,c - E_clean) / sum_s (E^base_s,c - E^base_clean); mCE and
+    relative mCE average them over the benchmark corruptions (Hendrycks &
+    Dietterich, 2019). A zero denominator gives None.
+
+    Args:
+      result, baseline: results dicts (`evaluate_robustness` / `load_results`).
+
+    Returns:
+      dict with normalised_ce, relative_ce (corruption -> value), mce,
+      relative_mce, common_cells, and the baseline's mean accuracies.
+    """
+    ours = {(c["corruption"], c["severity"]): c["error"] for c in result["cells"]}
+    theirs = {(c["corruption"], c["severity"]): c["error"] for c in baseline["cells"]}
+    common = sorted(set(ours) & set(theirs), key=lambda k: (cifar10c.ALL_CORRUPTIONS.index(k[0]), k[1]))
+    clean_ours = (result.get("clean") or {}).get("error")
+    clean_theirs = (baseline.get("clean") or {}).get("error")
+    normalised, relative = {}, {}
+    for name in dict.fromkeys(k[0] for k in common):
+        keys = [k for k in common if k[0] == name]
+        num, den = sum(ours[k] for k in keys), sum(theirs[k] for k in keys)
+        normalised[name] = num / den if den > 0 else None
+        if clean_ours is not None and clean_theirs is not None:
+            rnum = sum(ours[k] - clean_ours for k in keys)
+            rden = sum(theirs[k] - clean_theirs for k in keys)
+            relative[name] = rnum / rden if abs(rden) > 1e-12 else None
+    bench = [c for c in normalised if c in cifar10c.BENCHMARK_CORRUPTIONS]
+    base_summary = baseline.get("summary") or summarize(baseline)
+    return {
+        "normalised_ce": normalised,
+        "relative_ce": relative,
+        "mce": _mean(normalised[c] for c in bench),
+        "relative_mce": _mean(relative.get(c) for c in bench) if relative else None,
+        "common_cells": len(common),
+        "baseline_clean_accuracy": base_summary.get("clean_accuracy"),
+        "baseline_mean_accuracy_benchmark": base_summary.get("mean_accuracy_benchmark"),
+        "baseline_mean_accuracy_all": base_summary.get("mean_accuracy_all"),
+    }
+
+
+# --------------------------------------------------------------------------- files
+CSV_FIELDS = ("corruption", "severity", "accuracy", "error", "ece", "nll", "num_images")
+
+
+def write_csv(result, path):
+    """One row per cell plus a "clean" row (severity 0) when scored."""
+    rows = ([{"corruption": CLEAN, "severity": 0, **result["clean"]}] if result.get("clean") else []) + list(
+        result["cells"]
+    )
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def write_json(result, path):
+    """The whole results dict (cells, clean, summary, settings, comparison)."""
+
+    def clean_floats(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean_floats(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean_floats(v) for v in value]
+        return value
+
+    with open(path + ".tmp", "w") as f:
+        json.dump(clean_floats(result), f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_results(path):
+    """Reads the results of another run, to compare against.
+
+    Args:
+      path: a robustness.json or robustness.csv written by this module, or a
+        directory holding one (an evaluation output directory, or a run
+        workdir with robustness/ inside).
+
+    Returns:
+      A results dict with "cells", "clean" and "summary".
+
+    Raises:
+      UserError: nothing readable there.
+    """
+    if os.path.isdir(path):
+        for candidate in ("robustness.json", "robustness.csv", "robustness/robustness.json"):
+            if os.path.exists(os.path.join(path, candidate)):
+                return load_results(os.path.join(path, candidate))
+        raise UserError(f"{path} holds no robustness.json or robustness.csv")
+    if not os.path.exists(path):
+        raise UserError(f"baseline results {path} not found")
+    try:
+        if path.endswith(".json"):
+            with open(path) as f:
+                data = json.load(f)
+            cells, clean = data["cells"], data.get("clean")
+        else:
+            cells, clean = [], None
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    cell = {
+                        "corruption": cifar10c.parse_corruptions(row["corruption"])[0]
+                        if row["corruption"] != CLEAN
+                        else CLEAN,
+                        "severity": int(row["severity"]),
+                        "accuracy": float(row["accuracy"]),
+                    }
+                    cell["error"] = float(row["error"]) if row.get("error") else 1.0 - cell["accuracy"]
+                    for key in ("ece", "nll"):
+                        cell[key] = float(row[key]) if row.get(key) else None
+                    if cell["corruption"] == CLEAN:
+                        clean = cell
+                    else:
+                        cells.append(cell)
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read results from {path}: {type(e).__name__}: {e}") from None
+    result = {"cells": cells, "clean": clean}
+    result["summary"] = summarize(result)
+    return result
+
+
+# --------------------------------------------------------------------------- a run, end to end
+def run_dir_of(workdir=None, checkpoint=None):
+    """The training-run directory that holds config.json and meta_validation.json.
+
+    Args:
+      workdir: a run's workdir (wins when given).
+      checkpoint: a .keras file; its run is its directory, or the parent of a
+        `checkpoints/` directory.
+
+    Returns:
+      The directory, or None.
+    """
+    if workdir:
+        return workdir
+    if checkpoint:
+        parent = os.path.dirname(os.path.abspath(checkpoint))
+        return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else parent
+    return None
+
+
+def load_run_config(run_dir):
+    """The run's `config.json` as an ml_collections ConfigDict, or None."""
+    path = os.path.join(run_dir, "config.json") if run_dir else None
+    if not path or not os.path.exists(path):
+        return None
+    import ml_collections
+
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_keras_model(path):
+    """Loads a RobustSSLModel (or any Keras model) from a .keras file, no optimiser."""
+    import keras
+
+    import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for deserialisation)
+
+    if not os.path.isfile(path):
+        raise UserError(f"model file {path} not found")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as e:
+        raise UserError(
+            f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+
+
+def _model_path(workdir):
+    from robust_ssl import callbacks
+
+    final = os.path.join(workdir, "model.keras")
+    if os.path.isfile(final):
+        return final
+    latest = callbacks.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if latest:
+        return latest
+    raise UserError(f"{workdir} holds neither model.keras nor checkpoints/epoch_*.keras")
+
+
+def _clean_test_set(config):
+    """(images, labels) numpy arrays of the run's clean test set."""
+    from robust_ssl.data import datasets
+
+    data = datasets.load_data(config.data)
+    images, labels = [], []
+    for x, y in data.test.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.stack(images).astype(np.uint8), np.asarray(labels, np.int64)
+
+
+def evaluate_run(
+    cifar10c_source,
+    workdir=None,
+    checkpoint=None,
+    saved_model=None,
+    output_dir=None,
+    baseline=None,
+    corruptions=cifar10c.ALL_CORRUPTIONS,
+    severities=cifar10c.SEVERITIES,
+    max_images=None,
+    batch_size=500,
+    seed=0,
+    include_meta_images=False,
+    tfds_data_dir=None,
+    progress=True,
+    log=print,
+):
+    """What `tools/evaluate.py` does: load a run's model, score it, write reports.
+
+    Args:
+      cifar10c_source: "tfds", "generate" or a directory of official .npy files.
+      workdir: the run's workdir (model.keras or newest checkpoint; config.json
+        and meta_validation.json).
+      checkpoint: a .keras file instead of the workdir's model (its run
+        directory is still read for config and meta-validation).
+      saved_model: a SavedModel directory to score instead of a .keras model.
+      output_dir: where reports go (default <run>/robustness).
+      baseline: results file/directory of another run to compare with.
+      corruptions, severities, max_images, batch_size, seed,
+      include_meta_images, tfds_data_dir, progress: see `evaluate_robustness`.
+      log: function for one-line notes (warnings, outputs).
+
+    Returns:
+      (results dict, dict of written paths).
+
+    Raises:
+      UserError: for any missing input or a refused leak.
+    """
+    if not (workdir or checkpoint or saved_model):
+        raise UserError("give --workdir=<run>, --checkpoint=<file.keras> or --saved_model=<dir>")
+    if workdir and not os.path.isdir(workdir):
+        raise UserError(f"workdir {workdir} does not exist")
+    kind = _source_kind(cifar10c_source)
+    run_dir = run_dir_of(workdir, checkpoint)
+    config = load_run_config(run_dir)
+    record = load_meta_validation(run_dir)
+    if record is None:
+        log(f"warning: no meta_validation.json in {run_dir or 'any run directory'}; see the leak-guard note")
+    baseline_result = load_results(baseline) if baseline else None  # fail early on a bad path
+
+    if saved_model:
+        model = make_predictor(load_saved_model(saved_model), batch_size)
+        model_name = saved_model
+    else:
+        path = checkpoint or _model_path(workdir)
+        model = load_keras_model(path)
+        model_name = path
+
+    clean = None
+    if config is not None:
+        try:
+            clean = _clean_test_set(config)
+        except UserError as e:
+            if kind == GENERATE:
+                raise
+            log(f"warning: no clean accuracy ({e})")
+        if clean is not None and kind != GENERATE and not _is_cifar10_test(config.data):
+            log(
+                f"note: clean accuracy is on the run's own test set (data.source={config.data.source}); "
+                f"CIFAR-10-C corrupts the CIFAR-10 test set"
+            )
+    elif kind == GENERATE:
+        raise UserError(
+            f"--cifar10c=generate corrupts the run's clean test set, but no config.json was found in "
+            f"{run_dir or '(no run directory)'}; pass --workdir=<run>"
+        )
+    result = evaluate_robustness(
+        model,
+        cifar10c_source,
+        clean=clean,
+        corruptions=corruptions,
+        severities=severities,
+        max_images=max_images,
+        batch_size=batch_size,
+        seed=seed,
+        meta_validation=record,
+        include_meta_images=include_meta_images,
+        data_config=config.data if config is not None else None,
+        tfds_data_dir=tfds_data_dir,
+        progress=progress,
+    )
+    result["settings"]["model"] = os.path.abspath(model_name)
+    if baseline:
+        result["settings"]["baseline"] = os.path.abspath(baseline)
+    if not output_dir:
+        if not run_dir:
+            raise UserError("pass --output_dir (no run directory to write into)")
+        output_dir = os.path.join(run_dir, "robustness")
+    from robust_ssl import report
+
+    name = os.path.basename(os.path.normpath(run_dir)) if run_dir else "this run"
+    base_name = (
+        os.path.basename(
+            os.path.normpath(os.path.dirname(baseline) if os.path.isfile(baseline) else baseline)
+        )
+        if baseline
+        else "baseline"
+    )
+    paths = report.write_reports(
+        result, output_dir, baseline_result, labels=(name, base_name), title=f"Robustness of {name}"
+    )
+    return result, paths

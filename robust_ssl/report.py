@@ -1,0 +1,250 @@
+"""Tables and figures of a robustness evaluation (`robust_ssl.evaluate`).
+
+`write_reports(result, output_dir, baseline=…)` writes
+  robustness.csv        one row per (corruption, severity) cell + a clean row
+  robustness.json       cells, clean, summary, settings (and the comparison)
+  robustness.md         accuracy and ECE tables (corruption x severity), summary
+  heatmap.png           accuracy per corruption x severity
+  comparison.png        mean accuracy per corruption: this run (vs the baseline)
+
+Figures are drawn with matplotlib's object API on the Agg canvas, so nothing
+touches pyplot's global state or needs a display.
+"""
+
+import os
+
+import numpy as np
+
+from robust_ssl import evaluate
+from robust_ssl.data import cifar10c
+
+
+def _grid(result, key):
+    """corruptions (rows, CIFAR-10-C order), severities (cols), values [rows, cols] (NaN = absent)."""
+    cells = {(c["corruption"], c["severity"]): c.get(key) for c in result["cells"]}
+    names = [n for n in cifar10c.ALL_CORRUPTIONS if any(k[0] == n for k in cells)]
+    severities = sorted({k[1] for k in cells})
+    values = np.full((len(names), len(severities)), np.nan)
+    for i, name in enumerate(names):
+        for j, s in enumerate(severities):
+            v = cells.get((name, s))
+            if v is not None:
+                values[i, j] = v
+    return names, severities, values
+
+
+def _pct(value):
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.1f}"
+
+
+def markdown_table(result, comparison=None, title=None):
+    """Markdown: summary lines, an accuracy table and an ECE table.
+
+    Args:
+      result: an `evaluate_robustness` results dict.
+      comparison: optional `evaluate.compare` dict (adds normalised and
+        relative CE columns and mCE lines).
+      title: optional heading.
+
+    Returns:
+      The markdown text (percentages with one decimal).
+    """
+    summary = result["summary"]
+    names, severities, acc = _grid(result, "accuracy")
+    _, _, ece = _grid(result, "ece")
+    lines = [f"## {title}", ""] if title else []
+    n_bench = sum(n in cifar10c.BENCHMARK_CORRUPTIONS for n in names)
+    lines += [
+        f"- clean accuracy: {_pct(summary['clean_accuracy'])}%",
+        f"- mean accuracy, {n_bench} benchmark corruptions: {_pct(summary['mean_accuracy_benchmark'])}%"
+        + ("" if summary["benchmark_complete"] else " (not all 15 × 5 cells)"),
+        f"- mean accuracy, all {len(names)} corruptions: {_pct(summary['mean_accuracy_all'])}%"
+        + ("" if summary["all_complete"] else " (not all 19 × 5 cells)"),
+        f"- mCE (unnormalised mean error over the benchmark corruptions): {_pct(summary['mce'])}%",
+        f"- mean ECE (15 bins): {_pct(summary['mean_ece'])}%",
+    ]
+    if comparison:
+        lines += [
+            f"- mCE normalised by the baseline: {_pct(comparison['mce'])}%",
+            f"- relative mCE vs the baseline: {_pct(comparison['relative_mce'])}%",
+            f"- baseline: clean {_pct(comparison['baseline_clean_accuracy'])}%, mean accuracy (15) "
+            f"{_pct(comparison['baseline_mean_accuracy_benchmark'])}%, (all) "
+            f"{_pct(comparison['baseline_mean_accuracy_all'])}%",
+        ]
+    settings = result.get("settings") or {}
+    if settings.get("leak_guard"):
+        lines.append(f"- leak guard: {settings['leak_guard']}")
+    lines.append("")
+    header = ["corruption", *[f"s{s}" for s in severities], "mean", "CE"]
+    if comparison:
+        header += ["norm. CE", "rel. CE"]
+    lines += ["Accuracy (%) per severity; CE = mean error (%) over severities.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for i, name in enumerate(names):
+        row = [name, *[_pct(v) for v in acc[i]], _pct(np.nanmean(acc[i])), _pct(summary["ce"].get(name))]
+        if comparison:
+            row += [_pct(comparison["normalised_ce"].get(name)), _pct(comparison["relative_ce"].get(name))]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Expected calibration error (%, 15 bins):", ""]
+    header = ["corruption", *[f"s{s}" for s in severities], "mean"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for i, name in enumerate(names):
+        lines.append("| " + " | ".join([name, *[_pct(v) for v in ece[i]], _pct(np.nanmean(ece[i]))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
+    """Heat map of accuracy, corruptions (rows) x severities (columns), annotated.
+
+    Returns:
+      The path written.
+    """
+    names, severities, acc = _grid(result, "accuracy")
+    figure = _figure(1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names))
+    axes = figure.add_subplot(1, 1, 1)
+    image = axes.imshow(100 * acc, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(severities)), [str(s) for s in severities])
+    axes.set_yticks(range(len(names)), names)
+    axes.set_xlabel("severity")
+    clean = result["summary"].get("clean_accuracy")
+    axes.set_title(title + (f"; clean {100 * clean:.1f}%" if clean is not None else ""), fontsize=9)
+    for i in range(len(names)):
+        for j in range(len(severities)):
+            if not np.isnan(acc[i, j]):
+                v = 100 * acc[i, j]
+                axes.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if v > 60 else "white",
+                )
+    figure.colorbar(image, ax=axes, fraction=0.05)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")):
+    """Bar chart: clean accuracy and mean accuracy per corruption, per run.
+
+    Args:
+      result: this run's results.
+      path: PNG path.
+      baseline: optional results dict of another run (same cells compared).
+      labels: legend names of this run and the baseline.
+
+    Returns:
+      The path written.
+    """
+    runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
+    names, _, _ = _grid(result, "accuracy")
+    groups = ["clean", *names, "mean (15)", "mean (all)"]
+    figure = _figure(max(6.0, 0.45 * len(groups) * len(runs) + 1.5), 3.8)
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / len(runs)
+    for r, (label, run) in enumerate(runs):
+        _, _, acc = _grid(run, "accuracy")
+        run_names, _, _ = _grid(run, "accuracy")
+        per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
+        summary = run.get("summary") or evaluate.summarize(run)
+        values = [summary.get("clean_accuracy")]
+        values += [per.get(n) for n in names]
+        values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
+        heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
+        axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
+    axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def corruption_grid(images, path, seed=0, scale=3):
+    """A picture of every corruption at every severity (rows) for a few images.
+
+    Args:
+      images: uint8 [K, 32, 32, 3] clean images (K small, e.g. 1..3).
+      path: PNG path.
+      seed: corruption seed.
+      scale: nearest-neighbour enlargement.
+
+    Returns:
+      The path written.
+    """
+    from PIL import Image
+
+    from robust_ssl.data import corruptions
+
+    def pad(x):
+        return np.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=255)
+
+    rows = []
+    for name in cifar10c.ALL_CORRUPTIONS:
+        row = []
+        for k, image in enumerate(images):
+            batch = image[None]
+            row += [pad(image)] + [
+                pad(corruptions.corrupt(batch, name, s, seed, start_index=k)[0]) for s in cifar10c.SEVERITIES
+            ]
+            row.append(np.full((34, 6, 3), 255, np.uint8))
+        rows.append(np.concatenate(row, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    # Row labels on a white margin.
+    from PIL import ImageDraw
+
+    margin = 130
+    canvas = Image.new("RGB", (picture.width + margin, picture.height), "white")
+    canvas.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(cifar10c.ALL_CORRUPTIONS):
+        draw.text((4, i * 34 * scale + 34 * scale // 2 - 5), name, fill="black")
+    canvas.save(path)
+    return path
+
+
+def write_reports(result, output_dir, baseline=None, labels=("this run", "baseline"), title=None):
+    """Writes CSV, JSON, markdown, heat map and bar chart of an evaluation.
+
+    Args:
+      result: an `evaluate_robustness` results dict.
+      output_dir: directory (created).
+      baseline: optional results dict of another run; adds `result["comparison"]`.
+      labels: names of this run and the baseline in the figures.
+      title: heading of the markdown file.
+
+    Returns:
+      dict kind -> path (csv, json, markdown, heatmap, comparison).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    comparison = evaluate.compare(result, baseline) if baseline else None
+    if comparison:
+        result = {**result, "comparison": comparison}
+    paths = {
+        "csv": evaluate.write_csv(result, os.path.join(output_dir, "robustness.csv")),
+        "json": evaluate.write_json(result, os.path.join(output_dir, "robustness.json")),
+    }
+    markdown = os.path.join(output_dir, "robustness.md")
+    with open(markdown, "w") as f:
+        f.write(markdown_table(result, comparison, title))
+    paths["markdown"] = markdown
+    paths["heatmap"] = plot_heatmap(result, os.path.join(output_dir, "heatmap.png"))
+    paths["comparison"] = plot_comparison(
+        result, os.path.join(output_dir, "comparison.png"), baseline, labels
+    )
+    return paths

@@ -1,0 +1,53 @@
+r"""Builds a CIFAR-10-C-style corrupted test set from any 32x32 image data.
+
+  python tools/make_cifar10c.py --tfds=cifar100 --output=data/CIFAR-100-C
+  python tools/make_cifar10c.py --folder=../shared/data/cifar10-jpeg-mini --output=/tmp/mini-C
+
+Writes the official layout: <corruption>.npy (uint8 [5*N, 32, 32, 3], severities
+1..5 stacked) and labels.npy, readable by `--cifar10c=<output>` of
+tools/evaluate.py. The corruptions are robust_ssl.data.corruptions (the CIFAR
+parameters of Hendrycks & Dietterich; see docs/robustness.md for differences).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from robust_ssl import cli  # noqa: E402
+
+_FOLDER = flags.DEFINE_string(
+    "folder", None, "Image folder, <folder>/<class>/*.jpg (a test/ sub-folder, if present, is used)."
+)
+_TFDS = flags.DEFINE_string("tfds", None, "tfds dataset name, e.g. cifar100.")
+_SPLIT = flags.DEFINE_string("split", "test", "tfds split.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory.")
+_CORRUPTIONS = flags.DEFINE_string("corruptions", "all", "Comma list of names or all|benchmark|extra.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the corruptions.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Use only the first N images (0 = all).")
+flags.mark_flag_as_required("output")
+
+
+def main(argv):
+    del argv
+    from robust_ssl.data import cifar10c, corruptions
+
+    with cli.user_errors():
+        images, labels = corruptions.load_clean_images(
+            folder=_FOLDER.value, tfds_name=_TFDS.value, split=_SPLIT.value, data_dir=_DATA_DIR.value
+        )
+        if _MAX_IMAGES.value:
+            images, labels = images[: _MAX_IMAGES.value], labels[: _MAX_IMAGES.value]
+        names = cifar10c.parse_corruptions(_CORRUPTIONS.value)
+        print(f"{len(images)} clean images -> {len(names)} corruptions x 5 severities in {_OUTPUT.value}")
+        paths = corruptions.write_corrupted_set(images, labels, _OUTPUT.value, names, seed=_SEED.value)
+    print("wrote:")
+    for path in paths:
+        print(f"  {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
