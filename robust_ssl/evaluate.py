@@ -678,6 +678,16 @@ def _model_path(workdir):
     raise UserError(f"{workdir} holds neither model.keras nor checkpoints/epoch_*.keras")
 
 
+def _label(path):
+    """A short name of a run for legends: its directory, not robustness/ or a file."""
+    path = os.path.abspath(path)
+    if os.path.isfile(path):
+        path = os.path.dirname(path)
+    if os.path.basename(path) == "robustness":
+        path = os.path.dirname(path)
+    return os.path.basename(path) or path
+
+
 def _clean_test_set(config):
     """(images, labels) numpy arrays of the run's clean test set."""
     from robust_ssl.data import datasets
@@ -738,6 +748,8 @@ def evaluate_run(
     record = load_meta_validation(run_dir)
     if record is None:
         log(f"warning: no meta_validation.json in {run_dir or 'any run directory'}; see the leak-guard note")
+    # Refuse a leak before the (slow) model and data loading.
+    leak_guard(record, cifar10c_source, include_meta_images, config.data if config is not None else None)
     baseline_result = load_results(baseline) if baseline else None  # fail early on a bad path
 
     if saved_model:
@@ -790,14 +802,10 @@ def evaluate_run(
         output_dir = os.path.join(run_dir, "robustness")
     from robust_ssl import report
 
-    name = os.path.basename(os.path.normpath(run_dir)) if run_dir else "this run"
-    base_name = (
-        os.path.basename(
-            os.path.normpath(os.path.dirname(baseline) if os.path.isfile(baseline) else baseline)
-        )
-        if baseline
-        else "baseline"
-    )
+    name = _label(run_dir or saved_model)
+    base_name = _label(baseline) if baseline else "baseline"
+    if base_name == name:
+        base_name += " (baseline)"
     paths = report.write_reports(
         result, output_dir, baseline_result, labels=(name, base_name), title=f"Robustness of {name}"
     )

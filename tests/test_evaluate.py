@@ -149,6 +149,25 @@ def test_real_cifar10c_evaluation_never_shows_the_meta_images(clean, npy_dir):
         )
 
 
+def test_tfds_source_uses_tfds_names_and_drops_the_meta_head():
+    import tensorflow_datasets as tfds
+
+    # Mock data: 12 images per tfds config; unknown config names would fail.
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = evaluate.evaluate_robustness(
+            ConstantModel([1.0] + [0.0] * 9),
+            "tfds",
+            corruptions=("glass_blur", "elastic_transform"),
+            severities=(2,),
+            meta_validation={"source": "cifar10c", "per_block": 4},
+            progress=False,
+        )
+    assert [(c["corruption"], c["num_images"]) for c in result["cells"]] == [
+        ("glass_blur", 8),
+        ("elastic_transform", 8),
+    ]
+
+
 def test_generated_evaluation_scores_corrupted_clean_images(clean):
     x, y = clean
     logits = np.array([0.0, 2.0] + [0.0] * 8)
