@@ -28,6 +28,21 @@ def _batch_key(task_name, part):
     return f"{task_name}/{part}"
 
 
+def _stateless(layer):
+    """Wraps a layer as a callable that discards its state updates (BN statistics)."""
+
+    def call(inputs, training=False):
+        outputs, _ = layer.stateless_call(
+            [v.value for v in layer.trainable_variables],
+            [v.value for v in layer.non_trainable_variables],
+            inputs,
+            training=training,
+        )
+        return outputs
+
+    return call
+
+
 @keras.saving.register_keras_serializable(package="robust_ssl")
 class RobustSSLModel(keras.Model):
     """WideResNet classifier with self-supervised auxiliary heads and weights λ.
@@ -184,19 +199,12 @@ class RobustSSLModel(keras.Model):
         Under a distribution strategy the optimiser sums replica gradients, so
         scaling by the global batch gives the single-device update.
         """
-        per_example = tf.cast(per_example, tf.float32)
-        local = tf.cast(tf.shape(per_example)[0], tf.float32)
+        local = tf.cast(tf.shape(per_example)[0], per_example.dtype)
         return tf.reduce_sum(per_example) / (local * self._num_replicas())
 
     def _encode(self, images):
         """Trunk forward with batch statistics that leaves the moving averages alone."""
-        features, _ = self.trunk.stateless_call(
-            [v.value for v in self.trunk.trainable_variables],
-            [v.value for v in self.trunk.non_trainable_variables],
-            images,
-            training=True,
-        )
-        return features
+        return _stateless(self.trunk)(images, training=True)
 
     def task_losses(self, batch, update_stats=True):
         """Losses of the main task and of every auxiliary task on one batch.
@@ -214,6 +222,8 @@ class RobustSSLModel(keras.Model):
         logits = self.classifier(clean, training=True)
         losses = [self._reduce(sparse_ce(batch["label"], logits))]
         for task, head in zip(self.tasks, self.task_heads):
+            if not update_stats:  # the heads' own batch norms must not move either
+                head = _stateless(head)
             predictions = task.predict(
                 head, clean, self._encode, batch.get(_batch_key(task.name, "inputs")), training=True
             )
@@ -237,7 +247,7 @@ class RobustSSLModel(keras.Model):
 
     # ---------------------------------------------------------- meta step
     def _alpha(self):
-        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        lr = tf.cast(self.optimizer.learning_rate, self.lambdas.dtype)
         return lr / self.base_learning_rate if self.alpha_mode == "multiplier" else lr
 
     def _meta_loss_fn(self, batch):
@@ -265,7 +275,20 @@ class RobustSSLModel(keras.Model):
         # The optimiser sums over replicas; d_lambda is already the global value.
         self.meta_optimizer.apply([d_lambda / self._num_replicas()], [self.lambdas])
         # λ stays non-negative (the reference code clamps after each meta step).
-        self.lambdas.assign(tf.maximum(self.lambdas, 0.0))
+        new_lambdas = tf.maximum(tf.convert_to_tensor(self.lambdas), 0.0)
+        self.lambdas.assign(new_lambdas)
+        return new_lambdas
+
+    @staticmethod
+    def _after(tensors, dependencies):
+        """The same tensors, computed only once `dependencies` have run.
+
+        Makes explicit that the weight update follows the lookahead: the main
+        head's gradient does not involve λ, so without this nothing in the data
+        flow says its update must wait for the lookahead's read of that weight.
+        """
+        with tf.control_dependencies([d for d in dependencies if d is not None]):
+            return [None if t is None else tf.identity(t) for t in tensors]
 
     def _fixed_step(self, batch):
         lambdas = tf.convert_to_tensor(self.lambdas)
@@ -273,15 +296,22 @@ class RobustSSLModel(keras.Model):
             losses, logits = self.task_losses(batch)
             total = self._weighted_loss(losses, lambdas)
         grads = tape.gradient(total, self.network_variables)
-        return grads, losses, logits, tf.constant(0.0)
+        return grads, losses, logits, tf.zeros([], self.lambdas.dtype)
 
-    def _fast_meta_step(self, batch):
+    def _per_task_gradients(self, batch, update_stats=True):
+        """One forward, then one backward per task (summed over replicas).
+
+        The tasks share forwards (main, rotation 0°, IR use the clean batch), so
+        their gradients must be taken apart.
+
+        Returns:
+          (losses, logits, main_grads over ψ, per-task grads over ψ with None on
+          the main head, per-task grads over each task's own head).
+        """
         trunk_vars = self.trunk.trainable_variables
         cls_vars = self.classifier.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
-            losses, logits = self.task_losses(batch)
-        # One backward per task: the tasks share forwards (main, rotation 0°, IR),
-        # so their gradients must be taken apart.
+            losses, logits = self.task_losses(batch, update_stats=update_stats)
         main_grads = tape.gradient(losses[0], trunk_vars + cls_vars)
         trunk_task_grads, head_task_grads = [], []
         for loss, head in zip(losses[1:], self.task_heads):
@@ -293,19 +323,74 @@ class RobustSSLModel(keras.Model):
             (main_grads, trunk_task_grads, head_task_grads)
         )
         psi_task_grads = [g + [None] * len(cls_vars) for g in trunk_task_grads]
+        return losses, logits, main_grads, psi_task_grads, head_task_grads
+
+    def _fast_hypergradient(self, batch, main_grads, psi_task_grads):
         d_lambda, meta_loss = meta.hypergradient(
             self._meta_loss_fn(batch),
-            [v.value for v in trunk_vars + cls_vars],
+            [v.value for v in self.psi_variables],
             main_grads,
             psi_task_grads,
             tf.convert_to_tensor(self.lambdas),
             self._alpha(),
         )
-        d_lambda = self._all_reduce(d_lambda)
-        self._apply_lambda_gradient(d_lambda)
+        return self._all_reduce(d_lambda), meta_loss
+
+    def _naive_hypergradient(self, batch, lambdas, update_stats=True):
+        """Algorithm 1 literally: backprop through the inner gradient (second order)."""
+        psi = self.psi_variables
+        lambdas = tf.convert_to_tensor(lambdas)
+        with tf.GradientTape() as outer:
+            outer.watch(lambdas)
+            with tf.GradientTape() as inner:
+                losses, _ = self.task_losses(batch, update_stats=update_stats)
+                total = self._weighted_loss(losses, lambdas)
+            psi_grads = self._all_reduce(inner.gradient(total, psi))
+            new_psi = meta.lookahead([v.value for v in psi], psi_grads, self._alpha())
+            meta_loss = self._meta_loss_fn(batch)(new_psi)
+        d_lambda = outer.gradient(meta_loss, lambdas)
+        return self._all_reduce(d_lambda), meta_loss
+
+    def lambda_gradient(self, batch, mode="fast"):
+        """∂L_meta/∂λ at the current weights and λ, changing nothing.
+
+        Args:
+          batch: a training dict including "meta/image" and "meta/label".
+          mode: "fast" (first-order, exact) or "naive" (double backprop).
+
+        Returns:
+          (d_lambda float32 [k], meta_loss scalar).
+        """
+        if mode == "fast":
+            _, _, main_grads, psi_task_grads, _ = self._per_task_gradients(batch, update_stats=False)
+            return self._fast_hypergradient(batch, main_grads, psi_task_grads)
+        return self._naive_hypergradient(batch, self.lambdas, update_stats=False)
+
+    def meta_objective(self, batch, lambdas):
+        """L_meta(λ): the validation loss after one lookahead step with weights λ.
+
+        Used to check the hypergradient by finite differences; changes nothing.
+
+        Args:
+          batch: a training dict including "meta/image" and "meta/label".
+          lambdas: float [k] task weights.
+
+        Returns:
+          The scalar meta loss.
+        """
+        psi = self.psi_variables
+        with tf.GradientTape() as tape:
+            losses, _ = self.task_losses(batch, update_stats=False)
+            total = self._weighted_loss(losses, tf.convert_to_tensor(lambdas, self.lambdas.dtype))
+        new_psi = meta.lookahead([v.value for v in psi], tape.gradient(total, psi), self._alpha())
+        return self._meta_loss_fn(batch)(new_psi)
+
+    def _fast_meta_step(self, batch):
+        losses, logits, main_grads, psi_task_grads, head_task_grads = self._per_task_gradients(batch)
+        d_lambda, meta_loss = self._fast_hypergradient(batch, main_grads, psi_task_grads)
+        new_lambdas = self._apply_lambda_gradient(d_lambda)
         # The final update reuses the per-task gradients with the new λ: the same
         # numbers Algorithm 1 gets by recomputing the loss.
-        new_lambdas = tf.convert_to_tensor(self.lambdas)
         psi_grads = meta.combine_gradients(main_grads, psi_task_grads, new_lambdas)
         head_grads = [
             None if g is None else new_lambdas[i] * g
@@ -315,29 +400,17 @@ class RobustSSLModel(keras.Model):
         # The optimiser sums over replicas again: hand it the per-replica share.
         n = self._num_replicas()
         grads = [None if g is None else g / n for g in psi_grads + head_grads]
-        return grads, losses, logits, meta_loss
+        return self._after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
 
     def _naive_meta_step(self, batch):
-        psi = self.psi_variables
-        lambdas = tf.convert_to_tensor(self.lambdas)
-        with tf.GradientTape() as outer:
-            outer.watch(lambdas)
-            with tf.GradientTape() as inner:
-                losses, _ = self.task_losses(batch)
-                total = self._weighted_loss(losses, lambdas)
-            psi_grads = inner.gradient(total, psi)
-            psi_grads = self._all_reduce(psi_grads)
-            new_psi = meta.lookahead([v.value for v in psi], psi_grads, self._alpha())
-            meta_loss = self._meta_loss_fn(batch)(new_psi)
-        d_lambda = self._all_reduce(outer.gradient(meta_loss, lambdas))
-        self._apply_lambda_gradient(d_lambda)
+        d_lambda, meta_loss = self._naive_hypergradient(batch, self.lambdas)
+        new_lambdas = self._apply_lambda_gradient(d_lambda)
         # Algorithm 1: recompute the loss with the updated λ, then differentiate.
-        new_lambdas = tf.convert_to_tensor(self.lambdas)
         with tf.GradientTape() as tape:
             losses, logits = self.task_losses(batch, update_stats=False)
             total = self._weighted_loss(losses, new_lambdas)
         grads = tape.gradient(total, self.network_variables)
-        return grads, losses, logits, meta_loss
+        return self._after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
 
     def is_meta_step(self, step):
         """Whether training step `step` (0-based) takes a meta step."""

@@ -95,10 +95,15 @@ def mean_over_non_batch_axes(x):
     return tf.reduce_mean(x, axis=axes) if axes else x
 
 
+def loss_dtype(x):
+    """Losses are computed in float32 (also under mixed precision), float64 stays."""
+    return tf.float64 if x.dtype == tf.float64 else tf.float32
+
+
 def sparse_ce(labels, logits):
-    """Per-element sparse softmax cross-entropy in float32."""
+    """Per-element sparse softmax cross-entropy in `loss_dtype(logits)`."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, loss_dtype(logits))
     )
 
 

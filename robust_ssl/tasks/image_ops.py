@@ -81,8 +81,8 @@ def gaussian_blur(images, sigma):
     radius = len(taps) // 2
     channels = images.shape[-1]
     padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
-    kernel_h = tf.constant(np.tile(taps[:, None, None, None], (1, 1, channels, 1)))
-    kernel_w = tf.constant(np.tile(taps[None, :, None, None], (1, 1, channels, 1)))
+    kernel_h = tf.constant(np.tile(taps[:, None, None, None], (1, 1, channels, 1)), images.dtype)
+    kernel_w = tf.constant(np.tile(taps[None, :, None, None], (1, 1, channels, 1)), images.dtype)
     out = tf.nn.depthwise_conv2d(padded, kernel_h, [1, 1, 1, 1], "VALID")
     return tf.nn.depthwise_conv2d(out, kernel_w, [1, 1, 1, 1], "VALID")
 

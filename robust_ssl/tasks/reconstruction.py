@@ -5,7 +5,7 @@ import tensorflow as tf
 from robust_ssl.errors import ConfigError
 from robust_ssl.models import deconv_decoder
 from robust_ssl.tasks import image_ops
-from robust_ssl.tasks.base import Task, mean_over_non_batch_axes
+from robust_ssl.tasks.base import Task, loss_dtype, mean_over_non_batch_axes
 
 # The reference code multiplies reconstruction MSE losses by 30 so that they are
 # of the same order as the cross-entropy losses.
@@ -14,7 +14,8 @@ RECONSTRUCTION_LOSS_SCALE = 30.0
 
 def reconstruction_loss(targets, predictions, scale):
     """Per-example scaled mean squared error."""
-    diff = tf.cast(predictions, tf.float32) - tf.cast(targets, tf.float32)
+    dtype = loss_dtype(predictions)
+    diff = tf.cast(predictions, dtype) - tf.cast(targets, dtype)
     return scale * mean_over_non_batch_axes(tf.square(diff))
 
 
