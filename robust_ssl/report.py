@@ -151,7 +151,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
     names, _, _ = _grid(result, "accuracy")
     groups = ["clean", *names, "mean (15)", "mean (all)"]
-    figure = _figure(max(6.0, 0.45 * len(groups) * len(runs) + 1.5), 3.8)
+    figure = _figure(max(6.0, 0.36 * len(groups) + 1.5), 3.8)
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(runs)
     for r, (label, run) in enumerate(runs):
