@@ -109,7 +109,11 @@ def leak_guard(record, source, include_meta_images=False, data_config=None):
     kind = record.get("source")
     if kind is None or kind in TRAINING_SOURCES or str(kind).endswith("holdout"):
         what = "no meta-validation" if kind is None else f"meta-validation on training images ({kind})"
-        return Exclusion(0, 0, f"{what}: no test image is excluded")
+        note = f"{what}: no test image is excluded"
+        if record.get("corruptions") and kind is not None:
+            # Not a leak of images, but these corruption types were not unseen.
+            note += f"; the meta loss saw {', '.join(record['corruptions'])}"
+        return Exclusion(0, 0, note)
     if kind != "cifar10c":
         raise UserError(
             f"meta_validation.json names source {kind!r}, unknown to the evaluation; "

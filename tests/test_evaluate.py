@@ -114,6 +114,8 @@ def test_leak_guard_other_records():
     ):
         e = evaluate.leak_guard(record, "tfds", include_meta_images=True)
         assert (e.per_block, e.clean_skip) == (0, 0)
+    note = evaluate.leak_guard({"source": "corrupted_holdout", "corruptions": ["fog"]}, "tfds").note
+    assert note.endswith("the meta loss saw fog")
     # Unknown provenance: the paper's head is left out unless asked otherwise.
     assert evaluate.leak_guard(None, "tfds").per_block == cifar10c.PAPER_PER_BLOCK
     assert evaluate.leak_guard(None, "tfds", include_meta_images=True).per_block == 0

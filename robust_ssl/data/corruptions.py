@@ -28,9 +28,10 @@ gaussian_noise,    none (same formulas; float output truncated to uint8 as
 shot_noise,        the original's `np.uint8(...)`)
 speckle_noise,
 contrast
-impulse_noise      none: per-value salt/pepper draws as scikit-image's
-                   `random_noise(mode="s&p")` (skimage >= 0.14); skimage
-                   versions before that drew a fixed count of positions
+impulse_noise      none in distribution: every value is flipped with
+                   probability `amount`, to salt or pepper 50/50, as
+                   scikit-image's `random_noise(mode="s&p")`; drawn here
+                   directly (no skimage dependency)
 gaussian_blur      none: skimage's `gaussian` is scipy's `gaussian_filter`
                    (mode "nearest", truncate 4), called directly
 glass_blur         none in effect. Note what the original does: its "swap"
@@ -53,8 +54,8 @@ snow               the snow layer's motion blur as motion_blur above; the
                    grey value is OpenCV's (0.299, 0.587, 0.114) weighting
 frost              the six frost photographs are replaced by five procedural
                    frost textures (ridged multi-scale noise veins, feathery
-                   dendrites and sparkle, tinted blue-white; mean about 0.5,
-                   see `frost_textures`), made once from a fixed seed as fixed
+                   dendrites and sparkle, tinted blue-white; mean about
+                   0.54, std 0.15, see `frost_textures`), made once from a fixed seed as fixed
                    files would be; as in the original, each image takes one of
                    the five at random and a random 32x32 crop, and the blend
                    weights are the original's. Distortion magnitudes follow
@@ -76,7 +77,9 @@ spatter            OpenCV steps re-implemented: Canny (Sobel 3x3, L1
                    right after), histogram equalisation, 3x3 box blurs and the
                    emboss filter with OpenCV's rounding and reflect-101 border;
                    values above 1 of the liquid layer are clipped before the
-                   uint8 cast (the original wraps them, which is rare)
+                   uint8 cast (the original wraps them, which is rare), and an
+                   image without droplets is left as is (the original divides
+                   by zero there)
 =================  ==========================================================
 """
 
