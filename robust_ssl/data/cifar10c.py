@@ -15,7 +15,6 @@ two can never overlap.
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from robust_ssl.errors import UserError
 
@@ -220,4 +219,6 @@ def load_part(source, part, per_block, corruptions=ALL_CORRUPTIONS, severities=S
             x, y = split_block(x, y, part, per_block)
             images.append(x)
             labels.append(y)
+    import tensorflow as tf  # here, so that the names and the numpy loaders import without TensorFlow
+
     return tf.data.Dataset.from_tensor_slices((np.concatenate(images), np.concatenate(labels)))
