@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.20",
     "numpy",
     "scipy",
+    "pillow",  # JPEG and pixelate corruptions
 ]
 
 setup(

@@ -67,9 +67,13 @@ def get_config():
     config.automl.alpha = "multiplier"  # lookahead step: lr / base lr (reference) | "lr"
     config.automl.validation = ml_collections.ConfigDict()
     # "train_holdout": a clean held-out part of the training set (no test data);
+    # "corrupted_holdout": that part corrupted with `corruptions` (default: the 4
+    #   extra CIFAR-10-C corruptions, so the 15 benchmark ones stay unseen);
     # "cifar10c": the paper's first `per_block` images of each CIFAR-10-C block.
     config.automl.validation.source = "train_holdout"
     config.automl.validation.holdout = 1000
+    config.automl.validation.corruptions = "speckle_noise,gaussian_blur,spatter,saturate"
+    config.automl.validation.severities = "1,2,3,4,5"
     config.automl.validation.cifar10c_source = "tfds"  # "tfds" | "npy"
     config.automl.validation.cifar10c_dir = ""  # npy directory or tfds data_dir
     config.automl.validation.per_block = 100

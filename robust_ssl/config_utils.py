@@ -7,7 +7,7 @@ from robust_ssl.errors import ConfigError
 from robust_ssl.models import check_depth
 from robust_ssl.tasks import TASKS, parse_task_names
 
-VALIDATION_SOURCES = ("train_holdout", "cifar10c")
+VALIDATION_SOURCES = ("train_holdout", "corrupted_holdout", "cifar10c")
 
 
 def task_lambdas(config):
@@ -60,6 +60,15 @@ def validate(config):
             raise ConfigError("automl.meta_every and meta_batch_size must be >= 1, warmup_epochs >= 0")
         if automl.meta_lr <= 0:
             raise ConfigError(f"automl.meta_lr must be > 0; got {automl.meta_lr}")
+        if automl.validation.source == "corrupted_holdout":
+            from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, SEVERITIES
+
+            for name in automl.validation.corruptions.split(","):
+                if name.strip() not in ALL_CORRUPTIONS:
+                    raise ConfigError(f"automl.validation.corruptions: unknown corruption {name.strip()!r}")
+            for sev in str(automl.validation.severities).split(","):
+                if not sev.strip().isdigit() or int(sev) not in SEVERITIES:
+                    raise ConfigError(f"automl.validation.severities must be within 1..5; got {sev!r}")
         if automl.validation.source not in VALIDATION_SOURCES:
             raise ConfigError(
                 f"automl.validation.source must be one of {VALIDATION_SOURCES}; "

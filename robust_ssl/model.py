@@ -189,6 +189,21 @@ class RobustSSLModel(keras.Model):
         self.meta_optimizer = meta_optimizer or keras.optimizers.SGD(0.01)
         self.meta_optimizer.build([self.lambdas])
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.meta_optimizer is not None:
+            config["meta_optimizer"] = keras.saving.serialize_keras_object(self.meta_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        """Recompiles a loaded model, so that both optimisers' states load too."""
+        config = dict(config)
+        meta_optimizer = config.pop("meta_optimizer", None)
+        config = keras.saving.deserialize_keras_object(config)
+        if meta_optimizer is not None:
+            meta_optimizer = keras.saving.deserialize_keras_object(meta_optimizer)
+        self.compile(meta_optimizer=meta_optimizer, **config)
+
     # ---------------------------------------------------------- forward
     def _num_replicas(self):
         return tf.distribute.get_strategy().num_replicas_in_sync

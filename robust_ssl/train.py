@@ -37,14 +37,22 @@ def _meta_validation(config, data):
     if not config.automl.enabled:
         return data.train, data.num_train, None, {"source": None}
     val = config.automl.validation
-    if val.source == "train_holdout":
+    if val.source in ("train_holdout", "corrupted_holdout"):
         holdout = int(val.holdout)
         if not 0 < holdout < data.num_train:
             raise ConfigError(f"automl.validation.holdout must be in (0, {data.num_train}); got {holdout}")
         # The training set is read in a fixed order, so the first `holdout`
         # examples are the same every run; training never sees them.
-        record = {"source": "train_holdout", "holdout": holdout}
-        return data.train.skip(holdout), data.num_train - holdout, data.train.take(holdout), record
+        record = {"source": val.source, "holdout": holdout}
+        meta = data.train.take(holdout)
+        if val.source == "corrupted_holdout":
+            meta = _corrupt_holdout(meta, val, config.seed)
+            record.update(
+                corruptions=[n.strip() for n in val.corruptions.split(",") if n.strip()],
+                severities=[int(s) for s in str(val.severities).split(",")],
+                seed=int(config.seed),
+            )
+        return data.train.skip(holdout), data.num_train - holdout, meta, record
     meta = cifar10c.load_part(
         val.cifar10c_source,
         "meta",
@@ -58,6 +66,23 @@ def _meta_validation(config, data):
         "corruptions": list(cifar10c.ALL_CORRUPTIONS),
     }
     return data.train, data.num_train, meta, record
+
+
+def _corrupt_holdout(meta, val, seed):
+    """Corrupted copies of the held-out images (the extra corruptions by default)."""
+    import numpy as np
+
+    from robust_ssl.data import corruptions
+
+    images, labels = [], []
+    for x, y in meta.as_numpy_iterator():
+        images.append(np.asarray(x, np.uint8))
+        labels.append(y)
+    names = [n.strip() for n in val.corruptions.split(",") if n.strip()]
+    severities = [int(s) for s in str(val.severities).split(",")]
+    logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
+    x, y = corruptions.corrupted_holdout(np.stack(images), np.asarray(labels), names, severities, seed=seed)
+    return tf.data.Dataset.from_tensor_slices((x, y))
 
 
 def build_model(config, num_classes, steps_per_epoch, class_names=None, image_shape=(32, 32, 3)):

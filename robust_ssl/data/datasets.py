@@ -84,12 +84,20 @@ def load_tfds(name, data_dir=None, manual_dir=None, download=True, train_split="
     return DataSplits(
         train=train,
         test=test,
-        num_train=int(info.splits[train_split].num_examples),
-        num_test=int(info.splits[test_split].num_examples),
+        num_train=_num_examples(info, train_split, train),
+        num_test=_num_examples(info, test_split, test),
         num_classes=int(label.num_classes),
         class_names=list(label.names),
         image_shape=shape,
     )
+
+
+def _num_examples(info, split, ds):
+    """Split size from the dataset info, or by counting where the info has none."""
+    try:
+        return int(info.splits[split].num_examples)
+    except (KeyError, ValueError):  # e.g. tfds.testing.mock_data
+        return int(ds.reduce(0, lambda count, _: count + 1))
 
 
 def _read_folder(path, image_size, class_names=None):
