@@ -1,0 +1,910 @@
+"""Benchmarks of the training step and of the input pipeline (`tools/benchmark.py`).
+
+A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
+`MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
+it for training, and `model.train_step` — wrapped in `tf.function` as Keras `fit`
+wraps it, honouring `jit_compile` — is timed on one fixed, pre-built batch (so
+data loading is measured separately) after warm-up steps, with the AutoML meta
+step active from step 0. Per mode the benchmark reports:
+
+- ms per step: the median over the timed steps and the spread (quartiles, min,
+  max). With `meta_every = k > 1` the per-step figure is amortised over a cycle
+  of k steps: (median meta step + (k - 1) × median plain step) / k.
+- base images/s: labelled images (the batch) per second.
+- trunk images/s: images through the WideResNet trunk per second, each task's
+  inputs counted once — rotation "all" adds 3B (0° is the clean forward),
+  colour, BIR, inpaint, RGB and jigsaw B each, IR 0; a meta step adds the meta
+  batch (amortised by k). Recomputation (the naive path's second forward) is
+  not counted: the figure is the rate of useful work, comparable across modes.
+- GFLOP per step and achieved GFLOP/s: FLOPs are counted from the graph of the
+  traced step with TensorFlow's per-op FLOP statistics (the
+  `RegisterStatistics("flops")` functions that `tf.compat.v1.profiler` with
+  `ProfileOptionBuilder.float_operation()` sums), including the bodies of
+  `tf.cond` branches, which the profiler on the outer graph does not see. For an
+  AutoML mode the meta and the plain branch are counted apart and amortised.
+  Convolutions (forward, input and filter gradients) and matmuls dominate; the
+  elementwise ops the registry knows (Mul, Add, …) are included too.
+- peak memory: the process's peak resident set (`ru_maxrss`; each mode runs in a
+  fresh subprocess by default so that peaks do not carry over) and, on a GPU,
+  `tf.config.experimental.get_memory_info(...)["peak"]`.
+- the ratio of its step time to the fixed-λ four-task step (`REFERENCE_MODE`).
+
+The input pipeline is measured alone: images/s that `training_dataset` delivers
+(augmentation and task transforms included) for each task set of the modes,
+iterated without training, and the task transforms' own cost per batch
+(`make_task_batch` in a `tf.function` on a fixed batch).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from robust_ssl.errors import UserError
+
+FOUR_TASKS = ("rotation", "color", "ir", "bir")
+SEVEN_TASKS = ("rotation", "color", "ir", "bir", "inpaint", "rgb", "jigsaw")
+MIXED_PRECISION = {"": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """One way of training to time.
+
+    Attributes:
+      name: key in `MODES`.
+      description: one line for the table.
+      tasks: self-supervision task names.
+      automl: None (fixed λ), "fast" or "naive".
+      meta_every: meta step every k-th step; None = the `--meta_every` setting.
+      jit_compile: XLA; None = the `--jit_compile` setting.
+    """
+
+    name: str
+    description: str
+    tasks: tuple = ()
+    automl: str | None = None
+    meta_every: int | None = None
+    jit_compile: bool | None = None
+
+
+MODES = {
+    m.name: m
+    for m in (
+        Mode("baseline", "no self-supervision"),
+        Mode("baseline_xla", "no self-supervision, XLA", jit_compile=True),
+        Mode("baseline_noxla", "no self-supervision, no XLA", jit_compile=False),
+        Mode("fixed_rotation", "fixed λ, rotation", ("rotation",)),
+        Mode("fixed4", "fixed λ, rotation+color+ir+bir", FOUR_TASKS),
+        Mode("fixed4_xla", "fixed λ, four tasks, XLA", FOUR_TASKS, jit_compile=True),
+        Mode("fixed7", "fixed λ, all seven tasks", SEVEN_TASKS),
+        Mode("automl4_fast", "AutoML fast, four tasks", FOUR_TASKS, "fast"),
+        Mode("automl4_fast_every4", "AutoML fast, four tasks, meta every 4th step", FOUR_TASKS, "fast", 4),
+        Mode("automl4_naive", "AutoML naive (Algorithm 1), four tasks", FOUR_TASKS, "naive"),
+        Mode("automl7_fast", "AutoML fast, all seven tasks", SEVEN_TASKS, "fast"),
+    )
+}
+DEFAULT_MODES = ("baseline", "fixed_rotation", "fixed4", "automl4_fast", "automl4_naive", "automl7_fast")
+REFERENCE_MODE = "fixed4"
+
+
+@dataclasses.dataclass
+class Settings:
+    """What to benchmark and how long.
+
+    Attributes:
+      depth, width: WideResNet size (WRN-40-2 by default).
+      batch_size: labelled batch B.
+      meta_batch_size: validation batch of the meta step.
+      steps: timed steps per mode (after warm-up).
+      warmup_steps: untimed steps first (the first one traces and compiles).
+      meta_every: default k of the AutoML modes that do not set their own.
+      jit_compile: default XLA setting of the modes that do not set their own.
+      mixed_precision: "" (float32), "bf16" or "fp16".
+      seed: seed of the data and the weights.
+      pipeline: also benchmark the input pipeline and the task transforms.
+      pipeline_batches: batches timed in the input-pipeline benchmark.
+      transform_repeats: timed calls of `make_task_batch` per task set.
+      num_train: generated training images the pipeline shuffles and serves.
+      isolate: run each mode in its own subprocess (clean peak memory).
+    """
+
+    depth: int = 40
+    width: int = 2
+    batch_size: int = 64
+    meta_batch_size: int = 25
+    steps: int = 10
+    warmup_steps: int = 2
+    meta_every: int = 1
+    jit_compile: bool = False
+    mixed_precision: str = ""
+    seed: int = 0
+    pipeline: bool = True
+    pipeline_batches: int = 100
+    transform_repeats: int = 20
+    num_train: int = 2048
+    isolate: bool = True
+
+
+def quick_settings(**overrides):
+    """Settings of a CI smoke run: WRN-10-1, batch 16, 3 timed steps.
+
+    Args:
+      **overrides: fields of `Settings` to set.
+
+    Returns:
+      `Settings`.
+    """
+    quick = dict(
+        depth=10,
+        width=1,
+        batch_size=16,
+        meta_batch_size=8,
+        steps=3,
+        warmup_steps=1,
+        pipeline_batches=5,
+        transform_repeats=3,
+        num_train=128,
+    )
+    quick.update(overrides)
+    return Settings(**quick)
+
+
+def parse_modes(spec):
+    """Parses "fixed4,automl4_fast" (or "all") into known mode names.
+
+    Raises:
+      UserError: on an unknown or empty list.
+    """
+    if spec.strip() == "all":
+        return list(MODES)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise UserError("--modes is empty")
+    for name in names:
+        if name not in MODES:
+            raise UserError(f"unknown mode {name!r}; choose from {', '.join(MODES)} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def check_settings(settings):
+    """Raises UserError for invalid settings (before TensorFlow loads)."""
+    from robust_ssl.models import check_depth
+
+    try:
+        check_depth(settings.depth)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    for key in ("width", "batch_size", "meta_batch_size", "steps", "meta_every"):
+        if getattr(settings, key) < 1:
+            raise UserError(f"--{key} must be >= 1; got {getattr(settings, key)}")
+    if settings.warmup_steps < 1:
+        raise UserError("--warmup_steps must be >= 1 (the first step traces and compiles)")
+    if settings.mixed_precision not in MIXED_PRECISION:
+        raise UserError(
+            f"--mixed_precision must be one of '', 'bf16', 'fp16'; got {settings.mixed_precision!r}"
+        )
+    if settings.pipeline and (settings.pipeline_batches < 1 or settings.transform_repeats < 1):
+        raise UserError("--pipeline_batches and --transform_repeats must be >= 1")
+
+
+# ------------------------------------------------------------------ statistics
+def summarize(seconds):
+    """Median, quartiles, min and max of step times, in milliseconds.
+
+    Args:
+      seconds: list of durations in seconds (at least one).
+
+    Returns:
+      dict with median_ms, q1_ms, q3_ms, iqr_ms, min_ms, max_ms, mean_ms, n.
+    """
+    ms = sorted(1000.0 * s for s in seconds)
+    if len(ms) >= 2:
+        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    else:
+        q1 = q3 = ms[0]
+    return {
+        "median_ms": statistics.median(ms),
+        "q1_ms": q1,
+        "q3_ms": q3,
+        "iqr_ms": q3 - q1,
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+        "n": len(ms),
+    }
+
+
+def host_peak_rss_mib():
+    """Peak resident set size of this process so far, MiB (`ru_maxrss`)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _load():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
+
+
+def trunk_images(batch, tasks, meta_batch_size, is_meta):
+    """Images one training step feeds through the trunk, each task's inputs once.
+
+    The clean batch counts once (main task, rotation 0° and IR share its
+    forward); a task input of shape [B, n, H, W, C] counts n·B (rotation "all":
+    3B), [B, H, W, C] counts B; a meta step adds the meta batch.
+
+    Args:
+      batch: the training dict (see `robust_ssl.data.pipeline`).
+      tasks: the model's `Task`s.
+      meta_batch_size: images of the meta step's validation batch.
+      is_meta: whether the step is a meta step.
+
+    Returns:
+      The number of images (int).
+    """
+    total = int(batch["image"].shape[0])
+    for task in tasks:
+        inputs = batch.get(f"{task.name}/inputs")
+        if inputs is not None and not task.uses_clean_input:
+            total += math.prod(int(d) for d in inputs.shape[:-3])
+    return total + (int(meta_batch_size) if is_meta else 0)
+
+
+# ------------------------------------------------------------------- FLOPs
+def _function_graphs(graph, found=None):
+    """name -> FuncGraph of every function a traced graph defines (recursively)."""
+    found = {} if found is None else found
+    for name, function in getattr(graph, "_functions", {}).items():
+        sub = getattr(function, "graph", None)
+        if sub is not None and name not in found:
+            found[name] = sub
+            _function_graphs(sub, found)
+    return found
+
+
+def _graph_flops(graph, functions, take_then, tally):
+    from tensorflow.python.framework import ops as tf_ops
+
+    for op in graph.get_operations():
+        if op.type in ("If", "StatelessIf"):
+            branch = op.get_attr("then_branch" if take_then else "else_branch").name
+            if branch in functions:
+                _graph_flops(functions[branch], functions, take_then, tally)
+            else:
+                tally["unresolved_functions"] += 1
+            continue
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+            name = op.get_attr("f").name
+            if name in functions:
+                _graph_flops(functions[name], functions, take_then, tally)
+            else:
+                tally["unresolved_functions"] += 1
+            continue
+        if op.type in ("While", "StatelessWhile"):
+            tally["unresolved_functions"] += 1  # trip count unknown statically
+            continue
+        try:
+            value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
+        except (ValueError, TypeError):  # a shape not fully known
+            tally["ops_without_shape"] += 1
+            continue
+        if value:
+            kind = "conv_matmul" if ("Conv" in op.type or "MatMul" in op.type) else "other"
+            tally[kind] += int(value)
+
+
+def count_flops(graph, take_then=True):
+    """FLOPs of one execution of a traced graph, by TF's per-op FLOP statistics.
+
+    Sums `tf_ops.get_stats_for_node_def(graph, node, "flops")` — what
+    `tf.compat.v1.profiler.profile(graph, options=float_operation())` sums — over
+    the graph's ops and, unlike the profiler, over the bodies of `tf.cond`
+    branches and function calls. `take_then` picks which branch of every cond
+    runs (in `train_step`: True = the meta step, False = the plain step; the
+    asserts' conds cost nothing either way).
+
+    Args:
+      graph: a `FuncGraph`, e.g. `tf.function(f).get_concrete_function(x).graph`.
+      take_then: follow the then-branch of conds (else the else-branch).
+
+    Returns:
+      dict: total, conv_matmul, other (FLOPs), ops_without_shape and
+      unresolved_functions (counts of ops that could not be costed).
+    """
+    tally = {"conv_matmul": 0, "other": 0, "ops_without_shape": 0, "unresolved_functions": 0}
+    _graph_flops(graph, _function_graphs(graph), take_then, tally)
+    tally["total"] = tally["conv_matmul"] + tally["other"]
+    return tally
+
+
+# ------------------------------------------------------------ building blocks
+def _base_config(config_dict):
+    import ml_collections
+
+    if config_dict is None:
+        raise UserError("no base config given (tools/benchmark.py passes configs/default.py)")
+    return ml_collections.ConfigDict(config_dict)
+
+
+def mode_config(base, mode, settings):
+    """The experiment config of one mode (base config + benchmark settings).
+
+    Args:
+      base: ConfigDict of the base experiment (configs/default.py by default).
+      mode: a `Mode`.
+      settings: `Settings`.
+
+    Returns:
+      A new ConfigDict.
+    """
+    config = base.copy_and_resolve_references()
+    config.tasks = ",".join(mode.tasks)
+    config.model.depth = settings.depth
+    config.model.width = settings.width
+    config.train.batch_size = settings.batch_size
+    config.train.jit_compile = bool(settings.jit_compile if mode.jit_compile is None else mode.jit_compile)
+    config.automl.enabled = mode.automl is not None
+    config.automl.mode = mode.automl or "fast"
+    config.automl.meta_every = int(mode.meta_every or settings.meta_every)
+    config.automl.meta_batch_size = settings.meta_batch_size
+    config.automl.warmup_epochs = 0  # meta step active from step 0
+    config.seed = settings.seed
+    return config
+
+
+def _set_precision(settings):
+    import keras
+
+    policy = MIXED_PRECISION[settings.mixed_precision]
+    keras.config.set_dtype_policy(policy or "float32")
+
+
+def _example_data(settings, num_train):
+    from robust_ssl.data import datasets
+
+    return datasets.load_synthetic(num_train, max(settings.meta_batch_size, 16), seed=settings.seed)
+
+
+def _fixed_batch(model, settings, automl):
+    """One training element as `training_dataset` builds it, held fixed."""
+    from robust_ssl.data import pipeline
+
+    data = _example_data(settings, max(2 * settings.batch_size, 64))
+    ds = pipeline.training_dataset(
+        data.train,
+        model.tasks,
+        settings.batch_size,
+        seed=settings.seed,
+        meta_examples=data.test if automl else None,
+        meta_batch_size=settings.meta_batch_size,
+    )
+    return next(iter(ds))
+
+
+def _gpu_memory():
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        return None
+    info = tf.config.experimental.get_memory_info(gpus[0].name)
+    return {"device": gpus[0].name, "peak_mib": info["peak"] / 2**20, "current_mib": info["current"] / 2**20}
+
+
+def run_mode(mode_name, settings, config_dict):
+    """Builds and times one mode in this process.
+
+    Args:
+      mode_name: key in `MODES`.
+      settings: `Settings`.
+      config_dict: the base experiment config as a plain dict.
+
+    Returns:
+      The mode's result dict (see module docstring).
+    """
+    import keras
+    import tensorflow as tf
+
+    from robust_ssl import train
+
+    mode = MODES[mode_name]
+    load_start = _load()
+    _set_precision(settings)
+    config = mode_config(_base_config(config_dict), mode, settings)
+    keras.utils.set_random_seed(settings.seed)
+    model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
+    batch = _fixed_batch(model, settings, mode.automl is not None)
+    jit = bool(config.train.jit_compile)
+    step_fn = tf.function(model.train_step, jit_compile=jit)
+
+    start = time.perf_counter()
+    graph = step_fn.get_concrete_function(batch).graph
+    trace_s = time.perf_counter() - start
+    flops_meta = count_flops(graph, take_then=True)
+    flops_plain = count_flops(graph, take_then=False)
+
+    automl = bool(config.automl.enabled)
+    k = int(config.automl.meta_every) if automl else 1
+    warmup = settings.warmup_steps
+    if automl and k > 1:
+        warmup = max(warmup, 2)  # run the meta and the plain branch once each
+
+    def is_meta(iteration):
+        return bool(model.is_meta_step(iteration))
+
+    def one_step():
+        logs = step_fn(batch)
+        return float(logs["loss"])  # waits for the step (and checks it ran)
+
+    start = time.perf_counter()
+    first_loss = one_step()
+    first_step_s = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        one_step()
+    times, meta_flags = [], []
+    for _ in range(settings.steps):
+        meta_flags.append(is_meta(int(model.optimizer.iterations.numpy())))
+        start = time.perf_counter()
+        last_loss = one_step()
+        times.append(time.perf_counter() - start)
+
+    stats = summarize(times)
+    result = {
+        "mode": mode_name,
+        "description": mode.description,
+        "tasks": list(mode.tasks),
+        "automl": mode.automl,
+        "meta_every": k if automl else None,
+        "jit_compile": jit,
+        "mixed_precision": settings.mixed_precision or "float32",
+        "batch_size": settings.batch_size,
+        "meta_batch_size": settings.meta_batch_size if automl else 0,
+        "trace_s": trace_s,
+        "first_step_s": first_step_s,
+        "warmup_steps": warmup,
+        "step_times_ms": [1000.0 * t for t in times],
+        "meta_step_flags": meta_flags,
+        **stats,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+    }
+    ms_per_step = stats["median_ms"]
+    meta_times = [t for t, m in zip(times, meta_flags) if m]
+    plain_times = [t for t, m in zip(times, meta_flags) if not m]
+    if automl and k > 1:
+        if meta_times and plain_times:
+            result["median_meta_step_ms"] = 1000.0 * statistics.median(meta_times)
+            result["median_plain_step_ms"] = 1000.0 * statistics.median(plain_times)
+            ms_per_step = (result["median_meta_step_ms"] + (k - 1) * result["median_plain_step_ms"]) / k
+        else:
+            ms_per_step = stats["mean_ms"]
+            result["note"] = f"timed steps hold no full meta cycle of {k}; ms_per_step is the mean"
+    meta_share = (1.0 / k) if automl else 0.0
+    imgs_meta = trunk_images(batch, model.tasks, settings.meta_batch_size, True)
+    imgs_plain = trunk_images(batch, model.tasks, settings.meta_batch_size, False)
+    trunk_per_step = meta_share * imgs_meta + (1.0 - meta_share) * imgs_plain
+    flops = meta_share * flops_meta["total"] + (1.0 - meta_share) * flops_plain["total"]
+    seconds = ms_per_step / 1000.0
+    result.update(
+        ms_per_step=ms_per_step,
+        base_images_per_s=settings.batch_size / seconds,
+        trunk_images_per_step=trunk_per_step,
+        trunk_images_per_s=trunk_per_step / seconds,
+        flops_per_step=flops,
+        flops_meta_step=flops_meta["total"] if automl else None,
+        flops_plain_step=flops_plain["total"],
+        conv_matmul_share=(
+            (meta_share * flops_meta["conv_matmul"] + (1 - meta_share) * flops_plain["conv_matmul"]) / flops
+            if flops
+            else None
+        ),
+        uncosted_ops=flops_meta["ops_without_shape"] + flops_meta["unresolved_functions"],
+        gflops_per_s=flops / seconds / 1e9,
+        peak_host_mib=host_peak_rss_mib(),
+        device_memory=_gpu_memory(),
+        load_start=load_start,
+        load_end=_load(),
+    )
+    return result
+
+
+def trunk_forward_flops(settings):
+    """FLOPs of one image's trunk forward (inference), by the same FLOP count.
+
+    Args:
+      settings: `Settings` (depth, width).
+
+    Returns:
+      FLOPs (int).
+    """
+    import tensorflow as tf
+
+    from robust_ssl.models import build_wide_resnet
+
+    trunk = build_wide_resnet(settings.depth, settings.width)
+    fn = tf.function(lambda x: trunk(x, training=False))
+    graph = fn.get_concrete_function(tf.TensorSpec([1, 32, 32, 3], tf.float32)).graph
+    return count_flops(graph)["total"]
+
+
+def _time_iterations(iterator, n):
+    start = time.perf_counter()
+    for _ in range(n):
+        element = next(iterator)
+    # The last element's tensors are ready once `next` returned it.
+    del element
+    return time.perf_counter() - start
+
+
+def run_pipeline(settings, config_dict, task_sets):
+    """Input pipeline alone and the task transforms' own cost.
+
+    Args:
+      settings: `Settings`.
+      config_dict: the base experiment config as a plain dict (task options).
+      task_sets: list of (tasks tuple, with_meta bool) to measure.
+
+    Returns:
+      dict with a "pipeline" entry per task set (images/s and batches/s that
+      `training_dataset` delivers, ms per batch of `make_task_batch`).
+    """
+    import tensorflow as tf
+
+    from robust_ssl.data import pipeline
+    from robust_ssl.tasks import make_tasks
+
+    base = _base_config(config_dict)
+    data = _example_data(settings, settings.num_train)
+    b = settings.batch_size
+    images = tf.random.stateless_uniform([b, 32, 32, 3], [settings.seed, 1])
+    labels = tf.zeros([b], tf.int32)
+    seed = tf.constant([settings.seed, 0], tf.int64)
+    results = []
+    for tasks, with_meta in task_sets:
+        load_start = _load()
+        task_objs = make_tasks(tasks, {n: dict(base.task_options.get(n, {})) for n in tasks})
+        ds = pipeline.training_dataset(
+            data.train,
+            task_objs,
+            b,
+            seed=settings.seed,
+            meta_examples=data.test if with_meta else None,
+            meta_batch_size=settings.meta_batch_size,
+        )
+        iterator = iter(ds)
+        _time_iterations(iterator, max(3, settings.pipeline_batches // 10))  # fill buffers
+        seconds = _time_iterations(iterator, settings.pipeline_batches)
+
+        transform = tf.function(lambda x, y, objs=task_objs: pipeline.make_task_batch(x, y, objs, seed))
+        transform(images, labels)  # trace
+        times = []
+        for _ in range(settings.transform_repeats):
+            start = time.perf_counter()
+            out = transform(images, labels)
+            # Fetch one value so the call is complete before the clock stops.
+            _ = out["label"].numpy()
+            times.append(time.perf_counter() - start)
+        results.append(
+            {
+                "tasks": list(tasks),
+                "meta": with_meta,
+                "batches": settings.pipeline_batches,
+                "images_per_s": settings.pipeline_batches * b / seconds,
+                "batches_per_s": settings.pipeline_batches / seconds,
+                "transform_ms_per_batch": 1000.0 * statistics.median(times),
+                "transform_ms_min": 1000.0 * min(times),
+                "load_start": load_start,
+                "load_end": _load(),
+            }
+        )
+    return {"pipeline": results, "peak_host_mib": host_peak_rss_mib()}
+
+
+# ------------------------------------------------------------- subprocesses
+def _package_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _in_subprocess(job, timeout=None):
+    """Runs `_child_main` on a job dict in a fresh Python; returns its result."""
+    with tempfile.TemporaryDirectory(prefix="robust_ssl_bench_") as tmp:
+        job_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        with open(job_path, "w") as f:
+            json.dump(job, f)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("KERAS_BACKEND", "tensorflow")
+        proc = subprocess.run(
+            [sys.executable, "-m", "robust_ssl.benchmark", job_path, out_path],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        if proc.returncode != 0 or not os.path.exists(out_path):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            return {"error": f"subprocess exited with status {proc.returncode}:\n{tail}"}
+        with open(out_path) as f:
+            return json.load(f)
+
+
+def _run_job(job):
+    settings = Settings(**job["settings"])
+    if job["kind"] == "mode":
+        return run_mode(job["mode"], settings, job["config"])
+    if job["kind"] == "pipeline":
+        result = run_pipeline(settings, job["config"], [(tuple(t), bool(m)) for t, m in job["task_sets"]])
+        result["trunk_forward_flops_per_image"] = trunk_forward_flops(settings)
+        return result
+    raise ValueError(f"unknown job kind {job['kind']!r}")
+
+
+def _dispatch(job, isolate):
+    if isolate:
+        return _in_subprocess(job)
+    try:
+        return _run_job(job)
+    except Exception as e:  # keep the other modes' results
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _child_main(argv):
+    job_path, out_path = argv[1], argv[2]
+    with open(job_path) as f:
+        job = json.load(f)
+    result = _run_job(job)
+    with open(out_path, "w") as f:
+        json.dump(result, f)
+
+
+# ------------------------------------------------------------------ the run
+def environment():
+    """Versions, CPU, threads and load of this machine, for the report."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_cores": cores,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on by default)"),
+        "load_average": _load(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _task_sets(mode_names):
+    sets = []
+    for name in mode_names:
+        mode = MODES[name]
+        key = (tuple(mode.tasks), mode.automl is not None)
+        if key not in sets:
+            sets.append(key)
+    return sets
+
+
+def run(settings, config_dict, mode_names, log=print):
+    """Runs the benchmark of several modes (and the input pipeline).
+
+    Args:
+      settings: `Settings`.
+      config_dict: the base experiment config as a plain dict.
+      mode_names: keys of `MODES`.
+      log: callable taking one progress line.
+
+    Returns:
+      The results dict (settings, environment, modes, pipeline) that
+      `write_report` writes.
+    """
+    check_settings(settings)
+    results = {
+        "settings": dataclasses.asdict(settings),
+        "environment": environment(),
+        "flop_count": (
+            "TensorFlow per-op FLOP statistics (as tf.compat.v1.profiler float_operation) over the "
+            "traced train_step graph, tf.cond branches included"
+        ),
+        "reference_mode": REFERENCE_MODE,
+        "modes": {},
+    }
+    for name in mode_names:
+        log(f"mode {name}: {MODES[name].description} (load {_load()})")
+        job = {"kind": "mode", "mode": name, "settings": dataclasses.asdict(settings), "config": config_dict}
+        result = _dispatch(job, settings.isolate)
+        results["modes"][name] = result
+        if "error" in result:
+            log(f"  failed: {result['error']}")
+        else:
+            log(
+                f"  {result['ms_per_step']:.1f} ms/step (IQR {result['iqr_ms']:.1f}), "
+                f"{result['base_images_per_s']:.1f} images/s, {result['gflops_per_s']:.1f} GFLOP/s"
+            )
+    reference = results["modes"].get(REFERENCE_MODE, {})
+    for result in results["modes"].values():
+        if "error" not in result and "ms_per_step" in reference:
+            result["ratio_to_reference"] = result["ms_per_step"] / reference["ms_per_step"]
+    if settings.pipeline:
+        task_sets = _task_sets(mode_names)
+        log(f"input pipeline: {len(task_sets)} task set(s) (load {_load()})")
+        job = {
+            "kind": "pipeline",
+            "settings": dataclasses.asdict(settings),
+            "config": config_dict,
+            "task_sets": task_sets,
+        }
+        results["pipeline"] = _dispatch(job, settings.isolate)
+        if "error" in results["pipeline"]:
+            log(f"  failed: {results['pipeline']['error']}")
+        else:
+            _pipeline_ratios(results)
+    results["environment"]["load_average_end"] = _load()
+    return results
+
+
+def _pipeline_ratios(results):
+    """Adds, per pipeline entry, how many times faster it is than each mode consumes."""
+    for entry in results["pipeline"]["pipeline"]:
+        consumers = {}
+        for name, result in results["modes"].items():
+            if "error" in result:
+                continue
+            if list(result["tasks"]) == entry["tasks"] and (result["automl"] is not None) == entry["meta"]:
+                consumers[name] = entry["images_per_s"] / result["base_images_per_s"]
+        entry["headroom_vs_mode"] = consumers
+
+
+def _fmt(value, digits=1):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(results):
+    """The results as markdown tables.
+
+    Args:
+      results: the dict `run` returns.
+
+    Returns:
+      A markdown string.
+    """
+    s, env = results["settings"], results["environment"]
+    lines = [
+        f"WRN-{s['depth']}-{s['width']}, batch {s['batch_size']}, meta batch {s['meta_batch_size']}, "
+        f"{s['steps']} timed steps after {s['warmup_steps']} warm-up, "
+        f"precision {s['mixed_precision'] or 'float32'}; TF {env['tensorflow']}, Keras {env['keras']}, "
+        f"{env['cpu_cores']} CPU cores{', GPU ' + ', '.join(env['gpus']) if env['gpus'] else ''}, "
+        f"oneDNN {env['TF_ENABLE_ONEDNN_OPTS']}; load average {env['load_average']} at the start, "
+        f"{env.get('load_average_end')} at the end; {env['date']}.",
+        "",
+    ]
+    gpu = any((r.get("device_memory") or {}).get("peak_mib") for r in results["modes"].values())
+    header = [
+        "mode",
+        "XLA",
+        "ms/step (median)",
+        "IQR ms",
+        "min–max ms",
+        "base img/s",
+        "trunk img/step",
+        "trunk img/s",
+        "GFLOP/step",
+        "GFLOP/s",
+        f"× {results['reference_mode']}",
+        "peak host MiB",
+    ]
+    if gpu:
+        header.append("peak device MiB")
+    header.append("load (1 min) start→end")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in results["modes"].items():
+        if "error" in r:
+            first = r["error"].splitlines()[0]
+            lines.append(f"| {name} | {first} |" + " |" * (len(header) - 2))
+            continue
+        label = name if not r.get("meta_every") or r["meta_every"] == 1 else f"{name} (k={r['meta_every']})"
+        row = [
+            label,
+            "yes" if r["jit_compile"] else "no",
+            _fmt(r["ms_per_step"], 0),
+            _fmt(r["iqr_ms"], 0),
+            f"{_fmt(r['min_ms'], 0)}–{_fmt(r['max_ms'], 0)}",
+            _fmt(r["base_images_per_s"], 1),
+            _fmt(r["trunk_images_per_step"], 0),
+            _fmt(r["trunk_images_per_s"], 1),
+            _fmt(r["flops_per_step"] / 1e9, 1),
+            _fmt(r["gflops_per_s"], 1),
+            _fmt(r.get("ratio_to_reference"), 2),
+            _fmt(r["peak_host_mib"], 0),
+        ]
+        if gpu:
+            row.append(_fmt((r.get("device_memory") or {}).get("peak_mib"), 0))
+        load = f"{(r['load_start'] or ['?'])[0]}→{(r['load_end'] or ['?'])[0]}"
+        row.append(load)
+        lines.append("| " + " | ".join(row) + " |")
+    split = [
+        (name, r) for name, r in results["modes"].items() if "median_meta_step_ms" in r and "error" not in r
+    ]
+    if split:
+        lines.append("")
+        for name, r in split:
+            lines.append(
+                f"{name}: meta steps {_fmt(r['median_meta_step_ms'], 0)} ms, plain steps "
+                f"{_fmt(r['median_plain_step_ms'], 0)} ms (medians); ms/step above is amortised over "
+                f"k = {r['meta_every']}."
+            )
+    pipe = results.get("pipeline")
+    if pipe:
+        lines.append("")
+        if "error" in pipe:
+            lines.append(f"Input pipeline: failed: {pipe['error'].splitlines()[0]}")
+        else:
+            lines += [
+                "Input pipeline alone (`training_dataset`: shuffle, augmentation, task transforms; "
+                "generated images held in memory) and the task transforms' own cost "
+                "(`make_task_batch` in a `tf.function`, one batch):",
+                "",
+                "| tasks | meta batch | images/s | batches/s | transforms ms/batch | × what the step consumes "
+                "| load start→end |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for e in pipe["pipeline"]:
+                headroom = ", ".join(f"{k}: {v:.0f}×" for k, v in e["headroom_vs_mode"].items()) or "–"
+                lines.append(
+                    f"| {','.join(e['tasks']) or '(none)'} | {'yes' if e['meta'] else 'no'} | "
+                    f"{_fmt(e['images_per_s'], 0)} | {_fmt(e['batches_per_s'], 1)} | "
+                    f"{_fmt(e['transform_ms_per_batch'], 1)} | {headroom} | "
+                    f"{(e['load_start'] or ['?'])[0]}→{(e['load_end'] or ['?'])[0]} |"
+                )
+            flops = pipe.get("trunk_forward_flops_per_image")
+            if flops:
+                lines += ["", f"Trunk forward (inference) per image: {flops / 1e9:.3f} GFLOP."]
+    lines += [
+        "",
+        "FLOPs: " + results["flop_count"] + ". Trunk images count each task's inputs once "
+        "(rotation 'all' 3B, colour/BIR/inpaint/RGB/jigsaw B, IR 0, plus the meta batch on meta steps).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results, output_dir):
+    """Writes benchmark.json and benchmark.md into `output_dir`.
+
+    Args:
+      results: the dict `run` returns.
+      output_dir: directory (created if needed).
+
+    Returns:
+      (json path, markdown path).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, "benchmark.json")
+    md_path = os.path.join(output_dir, "benchmark.md")
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    with open(md_path, "w") as f:
+        f.write(markdown(results))
+    return json_path, md_path
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv)
