@@ -1,0 +1,129 @@
+"""tools/benchmark.py: a quick run writes the table and JSON; FLOP counting and helpers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robust_ssl import benchmark
+from robust_ssl.errors import UserError
+from tests.conftest import REPO
+
+
+def test_quick_run_writes_json_and_markdown_with_positive_numbers(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "benchmark.py"),
+            "--quick",
+            "--modes=fixed_rotation,automl4_fast",
+            "--batch_size=8",
+            "--meta_batch_size=4",
+            f"--output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "benchmark.json").read_text())
+    assert set(results["modes"]) == {"fixed_rotation", "automl4_fast"}
+    for name, mode in results["modes"].items():
+        assert "error" not in mode, (name, mode.get("error"))
+        assert mode["n"] == 3 and len(mode["step_times_ms"]) == 3
+        for key in (
+            "ms_per_step",
+            "median_ms",
+            "min_ms",
+            "max_ms",
+            "base_images_per_s",
+            "trunk_images_per_s",
+            "flops_per_step",
+            "gflops_per_s",
+            "peak_host_mib",
+        ):
+            assert mode[key] > 0, (name, key, mode[key])
+        assert mode["q3_ms"] >= mode["q1_ms"] and mode["max_ms"] >= mode["min_ms"]
+        assert mode["uncosted_ops"] == 0
+    # Trunk images per step: rotation "all" = 1 clean + 3 rotated batches; the four
+    # tasks add grey and blurred batches (IR shares the clean one) and the meta batch.
+    assert results["modes"]["fixed_rotation"]["trunk_images_per_step"] == 4 * 8
+    assert results["modes"]["automl4_fast"]["trunk_images_per_step"] == 6 * 8 + 4
+    assert (
+        results["modes"]["automl4_fast"]["flops_meta_step"]
+        > results["modes"]["automl4_fast"]["flops_plain_step"]
+    )
+    pipeline = results["pipeline"]["pipeline"]
+    assert [(p["tasks"], p["meta"]) for p in pipeline] == [
+        (["rotation"], False),
+        (["rotation", "color", "ir", "bir"], True),
+    ]
+    for entry in pipeline:
+        assert entry["images_per_s"] > 0 and entry["transform_ms_per_batch"] > 0
+    assert results["pipeline"]["trunk_forward_flops_per_image"] > 0
+    assert results["environment"]["tensorflow"]
+    table = (out / "benchmark.md").read_text()
+    assert "| fixed_rotation |" in table and "| automl4_fast |" in table
+    assert "ms/step" in table and "images/s" in table
+    assert "| fixed_rotation |" in proc.stdout
+
+
+def test_flop_count_matches_the_tf_profiler_and_sees_cond_branches():
+    import tensorflow as tf
+
+    x = tf.TensorSpec([4, 8, 8, 3], tf.float32)
+    kernel = tf.ones([3, 3, 3, 5])
+
+    def conv(images):
+        return tf.nn.conv2d(images, kernel, 1, "SAME")
+
+    plain = tf.function(conv).get_concrete_function(x).graph
+    profiled = tf.compat.v1.profiler.profile(
+        plain, options=tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    )
+    counted = benchmark.count_flops(plain)
+    assert counted["total"] == profiled.total_float_ops == 2 * 4 * 8 * 8 * 3 * 3 * 3 * 5
+    assert counted["conv_matmul"] == counted["total"]
+
+    def branchy(images, flag):
+        return tf.cond(flag, lambda: conv(conv(images)[..., :3]), lambda: images * 2.0)
+
+    graph = tf.function(branchy).get_concrete_function(x, tf.TensorSpec([], tf.bool)).graph
+    then = benchmark.count_flops(graph, take_then=True)
+    other = benchmark.count_flops(graph, take_then=False)
+    assert then["conv_matmul"] == 2 * counted["conv_matmul"]
+    assert other["conv_matmul"] == 0 and other["other"] == 4 * 8 * 8 * 3
+
+
+def test_summarize_reports_median_quartiles_and_range():
+    stats = benchmark.summarize([0.004, 0.001, 0.003, 0.002, 0.005])
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert stats["q1_ms"] == pytest.approx(2.0) and stats["q3_ms"] == pytest.approx(4.0)
+    assert stats["min_ms"] == pytest.approx(1.0) and stats["max_ms"] == pytest.approx(5.0)
+    assert stats["n"] == 5
+
+
+def test_modes_and_settings_are_checked():
+    assert benchmark.parse_modes("fixed4, automl4_fast,fixed4") == ["fixed4", "automl4_fast"]
+    assert benchmark.parse_modes("all") == list(benchmark.MODES)
+    with pytest.raises(UserError, match="unknown mode"):
+        benchmark.parse_modes("fixed5")
+    with pytest.raises(UserError, match="6n"):
+        benchmark.check_settings(benchmark.Settings(depth=12))
+    with pytest.raises(UserError, match="mixed_precision"):
+        benchmark.check_settings(benchmark.Settings(mixed_precision="fp8"))
+
+
+def test_bad_flag_exits_with_a_one_line_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark.py"), "--modes=nope", f"--output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "error: unknown mode 'nope'" in proc.stderr
