@@ -304,9 +304,22 @@ def make_hypermodel(config, space=None, epochs=None, steps_per_epoch=None, data=
                 validation_data=val_ds,
                 callbacks=callbacks,
                 verbose=trial.train.verbose if verbose is None else verbose,
+                shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream (and warns)
             )
 
     return LambdaHyperModel()
+
+
+def _check_tuner_dependencies(kind):
+    """keras-tuner's Bayesian oracle needs scikit-learn, an optional dependency of keras-tuner."""
+    if kind == "bayesian":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "--tuner=bayesian needs scikit-learn: pip install 'keras-tuner[bayesian]' "
+                "(or pip install scikit-learn)"
+            ) from None
 
 
 def make_tuner(
@@ -336,6 +349,7 @@ def make_tuner(
         raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
+    _check_tuner_dependencies(kind)
     common = dict(
         objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
         directory=workdir,
@@ -748,6 +762,7 @@ def search(
         raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; got {tuner!r}")
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
+    _check_tuner_dependencies(tuner)
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if value is not None and int(value) < 0:
             raise ConfigError(f"{name} must be >= 0; got {value}")
