@@ -147,7 +147,7 @@ def _load_search(path, name):
         method=f"search ({state.get('tuner', '?')}, {trials} trials)",
         tasks=tasks,
         lambdas=dict(best["lambdas"]) if best else {},
-        budget_steps=int(epochs * steps) if epochs and steps else None,
+        budget_steps=state.get("trial_steps") or (int(epochs * steps) if epochs and steps else None),
         device=device,
         wall_time_s=state.get("wall_time_s"),
         device_hours=(state["wall_time_s"] * count / 3600) if state.get("wall_time_s") is not None else None,
@@ -159,8 +159,8 @@ def _load_search(path, name):
         summary.notes.append(
             f"best of {trials} trials: trial {best['trial']}, val_accuracy {best['val_accuracy']:.4f} on "
             f"{validation.get('source', '?')} ({validation.get('num_images', '?')} images); "
-            f"clean accuracy of that trial's model (trial budget: {epochs} epoch(s) × "
-            f"{steps or 'all'} steps); "
+            f"clean accuracy of that trial's model (trial budget: {epochs} epoch(s)"
+            f"{f' of {steps} steps' if steps else ''}); "
             f"cost = all trials of all sessions ({len(state.get('sessions', []))}), "
             f"{state.get('cpu_hours', 0):.4f} CPU hours of process time"
         )
@@ -327,8 +327,8 @@ def savings(runs):
     for search in (r for r in runs if r.kind == "search" and r.device_hours):
         for automl in (r for r in runs if r.kind == "automl" and r.device_hours):
             out.append(
-                f"The search {search.name} took {search.device_hours / automl.device_hours:.1f}× the "
-                f"device-hours of the AutoML run {automl.name} ({_hours(search.device_hours)} vs "
+                f"Search `{search.name}` took {search.device_hours / automl.device_hours:.1f}× the "
+                f"device-hours of AutoML run `{automl.name}` ({_hours(search.device_hours)} vs "
                 f"{_hours(automl.device_hours)})."
             )
     return out

@@ -801,6 +801,8 @@ def search(
     hypermodel = make_hypermodel(
         config, space, epochs=epochs, steps_per_epoch=steps_per_epoch, data=data, on_epoch_end=recorder.save
     )
+    # Steps one full trial trains (for plots next to the λ trajectories of runs).
+    recorder.state["trial_steps"] = hypermodel.epochs * hypermodel.steps_per_epoch()
     kt = make_tuner(
         tuner,
         hypermodel,
