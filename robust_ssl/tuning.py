@@ -153,9 +153,11 @@ def load_search_data(config):
     from robust_ssl import train as train_lib
     from robust_ssl.data import datasets
 
-    data = datasets.load_data(config.data)
     meta_config = _copy(config)
     meta_config.automl.enabled = True
+    # validate() checks automl.validation only where AutoML is on: check it here.
+    config_utils.validate(meta_config)
+    data = datasets.load_data(config.data)
     train_examples, num_train, validation, record = train_lib._meta_validation(meta_config, data)
     cardinality = int(validation.cardinality())
     num_validation = cardinality if cardinality >= 0 else None
@@ -910,7 +912,7 @@ def summary(result, workdir):
     lines.append(
         f"this session: {len(session['trials_run'])} trial(s), {session['wall_time_s']:.0f} s; "
         f"whole search: {result['wall_time_s']:.0f} s wall, {result['cpu_hours']:.4f} CPU hours, "
-        f"{result['device_hours']:.4f} {result['device']['kind']} device-hours"
+        f"{result['device_hours']:.4f} device-hours ({result['device']['kind']} ×{result['device']['count']})"
     )
     lines.append(
         f"train with the best λ: python tools/train.py --config={os.path.join(workdir, BEST_CONFIG_FILE)} --workdir=<run>"

@@ -399,3 +399,9 @@ def test_compare_refuses_a_directory_that_is_no_run(tmp_path):
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {tmp_path} holds neither a training run (config.json) nor a λ search (search.json)"
     ]
+
+
+def test_validation_settings_are_checked_although_automl_is_off():
+    config = small_config(**{"automl.validation.corruptions": "gaussian_blur,nope"})
+    with pytest.raises(ConfigError, match="automl.validation.corruptions: unknown corruption 'nope'"):
+        tuning.load_search_data(config)
