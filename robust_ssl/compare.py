@@ -12,7 +12,7 @@ each:
   the best trial's model.
 
 Cost is device-hours: the wall time × the devices used (results.json's
-`wall_time_s` × `num_devices`, 1 where the run did not record it; for a search
+`wall_time_s` × `replicas`, 1 where the run did not record it; for a search
 search.json's wall time of all sessions). Clean accuracy is results.json's
 `test_accuracy`; the corruption accuracy is the mean accuracy over the cells of
 a robustness evaluation (`tools/evaluate.py`, <run>/robustness/robustness.json)
@@ -129,7 +129,8 @@ def _device(record):
         kind, count = device.get("kind", "?"), int(device.get("count", 1))
     else:
         kind = device or "?"
-        count = int(record.get("num_devices") or record.get("num_replicas") or 1)
+        # train.py records its strategy's replica count as "replicas".
+        count = int(record.get("num_devices") or record.get("replicas") or record.get("num_replicas") or 1)
     return f"{kind} ×{count}", count
 
 

@@ -405,3 +405,17 @@ def test_validation_settings_are_checked_although_automl_is_off():
     config = small_config(**{"automl.validation.corruptions": "gaussian_blur,nope"})
     with pytest.raises(ConfigError, match="automl.validation.corruptions: unknown corruption 'nope'"):
         tuning.load_search_data(config)
+
+
+def test_device_hours_count_every_replica(tmp_path):
+    # A fixed-λ run on 2 replicas for an hour (files as train.py writes them).
+    (tmp_path / "config.json").write_text(
+        json.dumps({"tasks": "rotation", "task_weights": {"rotation": 0.25}, "automl": {"enabled": False}})
+    )
+    (tmp_path / "results.json").write_text(
+        json.dumps({"test_accuracy": 0.5, "wall_time_s": 3600.0, "replicas": 2, "epochs": 1, "steps": 10})
+    )
+    (run,) = compare.compare([str(tmp_path)])
+    assert (run.kind, run.lambdas, run.device, run.device_hours) == ("fixed", {"rotation": 0.25}, "? ×2", 2.0)
+    header, rows = compare.table_rows([run])
+    assert dict(zip(header, rows[0]))["device-hours"] == "2.0000"
