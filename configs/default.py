@@ -30,6 +30,13 @@ def get_config():
     config.model.depth = 40  # WRN-40-2: 2,243,546 parameters with the FC(128, 10) head
     config.model.width = 2
     config.model.dropout = 0.0
+    # All-reduce batch-norm statistics across replicas (exact N-replica ==
+    # 1-device equivalence); off = per-replica statistics, cheaper.
+    config.model.sync_batch_norm = False
+
+    # "none" | "mirrored" (local GPUs, or `devices`) | "multi_worker" (TF_CONFIG)
+    config.distribute = "none"
+    config.devices = ""  # mirrored: e.g. "/gpu:0,/gpu:1"; "" = all local GPUs
 
     # Comma-separated task names, "" for the baseline (no self-supervision).
     config.tasks = ""

@@ -610,6 +610,115 @@ def run_pipeline(settings, config_dict, task_sets):
     return {"pipeline": results, "peak_host_mib": host_peak_rss_mib()}
 
 
+# ---------------------------------------------------------------- breakdown
+def _step_pieces(model, batch):
+    """name -> (description, callable(batch)) of the pieces of a training step.
+
+    None of them changes the model (batch statistics only, no updates).
+    """
+    import tensorflow as tf
+
+    lambdas = tf.convert_to_tensor(model.lambdas)
+    trunk_vars = model.trunk.trainable_variables
+    psi = model.psi_variables
+    network = model.network_variables
+
+    def weighted(losses):
+        total = losses[0]
+        for i, loss in enumerate(losses[1:]):
+            total = total + lambdas[i] * loss
+        return total
+
+    def forward(b):
+        losses, _ = model.task_losses(b, update_stats=False)
+        return weighted(losses)
+
+    def fixed_gradients(b):
+        with tf.GradientTape() as tape:
+            losses, _ = model.task_losses(b, update_stats=False)
+            total = weighted(losses)
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, network)])
+
+    def per_task_gradients(b):
+        with tf.GradientTape(persistent=True) as tape:
+            losses, _ = model.task_losses(b, update_stats=False)
+        grads = [tape.gradient(losses[0], psi)]
+        for loss, head in zip(losses[1:], model.task_heads):
+            grads.append(tape.gradient(loss, trunk_vars + head.trainable_variables))
+        return tf.add_n([tf.reduce_sum(g) for gs in grads for g in gs if g is not None])
+
+    def meta_forward_backward(b):
+        meta_loss_fn = model._meta_loss_fn(b)
+        params = [v.value for v in psi]
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = meta_loss_fn(params)
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, params)])
+
+    pieces = {
+        "forward": ("forward of all tasks (losses only)", forward),
+        "fixed_gradients": ("forward + one backward of the λ-weighted loss", fixed_gradients),
+    }
+    if model.tasks:
+        pieces["per_task_gradients"] = (
+            "forward + one backward per task (persistent tape)",
+            per_task_gradients,
+        )
+    if "meta/image" in batch:
+        pieces["meta_forward_backward"] = (
+            "meta batch forward + backward at ψ (stateless)",
+            meta_forward_backward,
+        )
+        pieces["lambda_gradient_fast"] = (
+            "per-task gradients + lookahead hypergradient (model.lambda_gradient fast)",
+            lambda b: model.lambda_gradient(b, "fast")[0],
+        )
+        pieces["lambda_gradient_naive"] = (
+            "double-backprop hypergradient (model.lambda_gradient naive)",
+            lambda b: model.lambda_gradient(b, "naive")[0],
+        )
+    return pieces
+
+
+def run_breakdown(mode_name, settings, config_dict, repeats=None):
+    """Times the pieces of one mode's training step (forward, backward(s), lookahead).
+
+    Args:
+      mode_name: key in `MODES` (its tasks and AutoML setting are used).
+      settings: `Settings` (`steps` timed calls per piece after one warm-up).
+      config_dict: the base experiment config as a plain dict.
+      repeats: timed calls per piece (default `settings.steps`).
+
+    Returns:
+      dict piece name -> {description, median_ms, min_ms, max_ms, flops}.
+    """
+    import keras
+    import tensorflow as tf
+
+    from robust_ssl import train
+
+    mode = MODES[mode_name]
+    _set_precision(settings)
+    config = mode_config(_base_config(config_dict), mode, settings)
+    keras.utils.set_random_seed(settings.seed)
+    model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
+    batch = _fixed_batch(model, settings, mode.automl is not None)
+    jit = bool(config.train.jit_compile)
+    out = {"mode": mode_name, "pieces": {}, "load_start": _load()}
+    for name, (description, fn) in _step_pieces(model, batch).items():
+        compiled = tf.function(fn, jit_compile=jit)
+        flops = count_flops(compiled.get_concrete_function(batch).graph)["total"]
+        float(compiled(batch))  # warm-up (and tracing)
+        times = []
+        for _ in range(repeats or settings.steps):
+            start = time.perf_counter()
+            float(compiled(batch))
+            times.append(time.perf_counter() - start)
+        out["pieces"][name] = {"description": description, **summarize(times), "flops": flops}
+    out["load_end"] = _load()
+    return out
+
+
 # ------------------------------------------------------------- subprocesses
 def _package_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -647,6 +756,8 @@ def _run_job(job):
         result = run_pipeline(settings, job["config"], [(tuple(t), bool(m)) for t, m in job["task_sets"]])
         result["trunk_forward_flops_per_image"] = trunk_forward_flops(settings)
         return result
+    if job["kind"] == "breakdown":
+        return run_breakdown(job["mode"], settings, job["config"])
     raise ValueError(f"unknown job kind {job['kind']!r}")
 
 
@@ -702,7 +813,7 @@ def _task_sets(mode_names):
     return sets
 
 
-def run(settings, config_dict, mode_names, log=print):
+def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
     """Runs the benchmark of several modes (and the input pipeline).
 
     Args:
@@ -710,6 +821,8 @@ def run(settings, config_dict, mode_names, log=print):
       config_dict: the base experiment config as a plain dict.
       mode_names: keys of `MODES`.
       log: callable taking one progress line.
+      breakdown_modes: modes whose step is also timed piece by piece
+        (`run_breakdown`).
 
     Returns:
       The results dict (settings, environment, modes, pipeline) that
@@ -756,6 +869,15 @@ def run(settings, config_dict, mode_names, log=print):
             log(f"  failed: {results['pipeline']['error']}")
         else:
             _pipeline_ratios(results)
+    for name in breakdown_modes:
+        log(f"breakdown of {name} (load {_load()})")
+        job = {
+            "kind": "breakdown",
+            "mode": name,
+            "settings": dataclasses.asdict(settings),
+            "config": config_dict,
+        }
+        results.setdefault("breakdown", {})[name] = _dispatch(job, settings.isolate)
     results["environment"]["load_average_end"] = _load()
     return results
 
@@ -878,6 +1000,24 @@ def markdown(results):
             flops = pipe.get("trunk_forward_flops_per_image")
             if flops:
                 lines += ["", f"Trunk forward (inference) per image: {flops / 1e9:.3f} GFLOP."]
+    for name, b in results.get("breakdown", {}).items():
+        lines.append("")
+        if "error" in b:
+            lines.append(f"Breakdown of {name}: failed: {b['error'].splitlines()[0]}")
+            continue
+        lines += [
+            f"Pieces of the {name} step (each its own `tf.function`, no updates; "
+            f"load {(b['load_start'] or ['?'])[0]}→{(b['load_end'] or ['?'])[0]}):",
+            "",
+            "| piece | ms (median) | min–max ms | GFLOP | GFLOP/s |",
+            "|---|---|---|---|---|",
+        ]
+        for piece, p in b["pieces"].items():
+            lines.append(
+                f"| {piece}: {p['description']} | {_fmt(p['median_ms'], 0)} | "
+                f"{_fmt(p['min_ms'], 0)}–{_fmt(p['max_ms'], 0)} | {_fmt(p['flops'] / 1e9, 1)} | "
+                f"{_fmt(p['flops'] / p['median_ms'] / 1e6, 1)} |"
+            )
     lines += [
         "",
         "FLOPs: " + results["flop_count"] + ". Trunk images count each task's inputs once "

@@ -46,6 +46,10 @@ def validate(config):
         raise ConfigError("train.learning_rate must be > 0 and train.min_learning_rate >= 0")
     if train.min_learning_rate > train.learning_rate:
         raise ConfigError("train.min_learning_rate must not exceed train.learning_rate")
+    from robust_ssl.distribute import STRATEGIES
+
+    if config.get("distribute", "none") not in STRATEGIES:
+        raise ConfigError(f"distribute must be one of {STRATEGIES}; got {config.distribute!r}")
     automl = config.automl
     if automl.enabled:
         if not names:

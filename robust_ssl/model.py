@@ -11,6 +11,8 @@ moving averages, so inference statistics are those of clean images. Other
 forwards and the lookahead run through `stateless_call` and drop their updates.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -65,6 +67,7 @@ class RobustSSLModel(keras.Model):
         reference code) or "lr" (the learning rate itself).
       base_learning_rate: the schedule's initial learning rate.
       class_names: optional list of class names, kept for exports.
+      sync_batch_norm: all-reduce batch-norm statistics across replicas.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class RobustSSLModel(keras.Model):
         alpha_mode="multiplier",
         base_learning_rate=0.1,
         class_names=None,
+        sync_batch_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,9 +125,19 @@ class RobustSSLModel(keras.Model):
             shape=(len(self.tasks),),
             initializer=keras.initializers.Constant(initial),
             trainable=self.automl,
+            # λ stays non-negative: the meta optimiser applies the constraint
+            # after each update (the reference code clamps after each meta step).
+            constraint=keras.constraints.NonNeg(),
             name="lambdas",
         )
         self.meta_optimizer = None
+        self.sync_batch_norm = bool(sync_batch_norm)
+        if self.sync_batch_norm:
+            # Keras reads `synchronized` at call time: all-reduce BN moments
+            # across replicas in every trunk and head forward.
+            for layer in [*self.trunk.layers, *(layer for head in self.task_heads for layer in head.layers)]:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
 
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._main_loss_tracker = keras.metrics.Mean(name="main_loss")
@@ -288,11 +302,9 @@ class RobustSSLModel(keras.Model):
     def _apply_lambda_gradient(self, d_lambda):
         self._check_finite([d_lambda], ["lambdas"], "λ gradient")
         # The optimiser sums over replicas; d_lambda is already the global value.
+        # The NonNeg constraint of λ is applied by the optimiser after the update.
         self.meta_optimizer.apply([d_lambda / self._num_replicas()], [self.lambdas])
-        # λ stays non-negative (the reference code clamps after each meta step).
-        new_lambdas = tf.maximum(tf.convert_to_tensor(self.lambdas), 0.0)
-        self.lambdas.assign(new_lambdas)
-        return new_lambdas
+        return tf.convert_to_tensor(self.lambdas)
 
     @staticmethod
     def _after(tensors, dependencies):
@@ -428,16 +440,61 @@ class RobustSSLModel(keras.Model):
         return self._after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
 
     def is_meta_step(self, step):
-        """Whether training step `step` (0-based) takes a meta step."""
+        """Whether training step `step` (0-based) takes a meta step.
+
+        Args:
+          step: a Python int or an integer tensor.
+
+        Returns:
+          A Python bool for an int, else a boolean tensor.
+        """
         if not self.automl or not self.tasks:
-            return tf.constant(False)
+            return False if isinstance(step, int) else tf.constant(False)
+        if isinstance(step, int):
+            return step >= self.meta_start_step and (step - self.meta_start_step) % self.meta_every == 0
         step = tf.cast(step, tf.int64)
         return tf.logical_and(
             step >= self.meta_start_step, (step - self.meta_start_step) % self.meta_every == 0
         )
 
     # ---------------------------------------------------------- train/test
-    def train_step(self, data):
+    def make_train_function(self, force=False):
+        """Two compiled steps, fixed-λ and meta, chosen per step on the host.
+
+        Choosing in Python rather than with `tf.cond` keeps the optimiser's
+        cross-replica merge and the gradient all-reduces out of control flow,
+        which `tf.distribute` does not support, and lets a fixed-λ step pay
+        nothing for the meta step it skips.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not (self.automl and self.tasks):
+            return super().make_train_function(force)
+        if self.steps_per_execution != 1:
+            raise ConfigError(
+                "AutoML training needs steps_per_execution=1 (the step kind is chosen per step)"
+            )
+        fixed = self._make_function(functools.partial(self.train_step, meta=False))
+        meta_fn = self._make_function(functools.partial(self.train_step, meta=True))
+
+        def train_function(iterator):
+            step = int(self.optimizer.iterations.numpy())
+            return (meta_fn if self.is_meta_step(step) else fixed)(iterator)
+
+        self.train_function = train_function
+        return train_function
+
+    def train_step(self, data, meta=None):
+        """One training step.
+
+        Args:
+          data: a training dict (see `robust_ssl.data.pipeline`).
+          meta: True/False forces a meta or a fixed-λ step (as `fit` does, see
+            `make_train_function`); None decides from the step counter in-graph.
+
+        Returns:
+          A dict of metric results.
+        """
         meta_step = self._fast_meta_step if self.meta_mode == "fast" else self._naive_meta_step
         variables = self.network_variables
 
@@ -446,21 +503,26 @@ class RobustSSLModel(keras.Model):
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
             return grads, losses, logits, meta_loss
 
-        if self.automl and self.tasks:
+        if not (self.automl and self.tasks) or meta is False:
+            do_meta = tf.constant(False)
+            grads, losses, logits, meta_loss = densify(self._fixed_step(data))
+        elif meta is True:
+            do_meta = tf.constant(True)
+            grads, losses, logits, meta_loss = densify(meta_step(data))
+        else:
             do_meta = self.is_meta_step(self.optimizer.iterations)
             grads, losses, logits, meta_loss = tf.cond(
                 do_meta, lambda: densify(meta_step(data)), lambda: densify(self._fixed_step(data))
             )
-        else:
-            do_meta = tf.constant(False)
-            grads, losses, logits, meta_loss = densify(self._fixed_step(data))
         self._check_finite(losses, ["main", *self.task_names], "loss")
+        n = self._num_replicas()
         if self.weight_decay:
-            grads = [g + self.weight_decay * v for g, v in zip(grads, variables)]
+            # Coupled L2 (PyTorch SGD's weight_decay). The optimiser sums replica
+            # gradients, so each replica adds its 1/n share of the decay term.
+            grads = [g + (self.weight_decay / n) * v for g, v in zip(grads, variables)]
         self.optimizer.apply(grads, variables)
 
         total = self._weighted_loss(losses, tf.convert_to_tensor(self.lambdas))
-        n = self._num_replicas()
         self._loss_tracker.update_state(total * n)
         self._main_loss_tracker.update_state(losses[0] * n)
         for tracker, loss in zip(self._task_loss_trackers, losses[1:]):
@@ -506,5 +568,6 @@ class RobustSSLModel(keras.Model):
             alpha_mode=self.alpha_mode,
             base_learning_rate=self.base_learning_rate,
             class_names=self.class_names,
+            sync_batch_norm=self.sync_batch_norm,
         )
         return config

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils
+from robust_ssl import config_utils, distribute
 from robust_ssl.data import cifar10c, datasets, pipeline
 from robust_ssl.errors import ConfigError, TrainingDivergedError
 from robust_ssl.model import RobustSSLModel
@@ -121,6 +121,7 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None, image_sh
         alpha_mode=config.automl.alpha,
         base_learning_rate=train.learning_rate,
         class_names=class_names,
+        sync_batch_norm=config.model.get("sync_batch_norm", False),
     )
     meta_cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[config.automl.meta_optimizer]
     model.compile(
@@ -188,7 +189,12 @@ def train_and_evaluate(config, workdir):
         raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
     steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
 
-    model = build_model(config, data.num_classes, steps_per_epoch, data.class_names, data.image_shape)
+    strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
+    distribute.check_batch_sizes(
+        strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
+    )
+    with strategy.scope():
+        model = build_model(config, data.num_classes, steps_per_epoch, data.class_names, data.image_shape)
     logging.info(
         "WRN-%d-%d, tasks %s: %d parameters (trunk + main head: %d)",
         config.model.depth,
@@ -246,6 +252,7 @@ def train_and_evaluate(config, workdir):
         "steps": int(model.optimizer.iterations.numpy()),
         "num_train": int(num_train),
         "num_test": int(data.num_test),
+        "replicas": int(strategy.num_replicas_in_sync),
         "wall_time_s": round(time.time() - start, 1),
     }
     with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -1,0 +1,84 @@
+"""Run in a subprocess by test_distribute.py: 1 replica vs 2 replicas on 2 logical CPUs.
+
+Prints one JSON line: the max abs differences of weights and λ after training.
+Logical devices must be set before TensorFlow initialises, hence the subprocess.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def set_precision(name):
+    """float64 shows the equivalence itself; in float32 the order of the
+    cross-replica sums changes round-off, which the λ gradient (a small inner
+    product of large gradients) amplifies to ~1e-3 relative."""
+    keras.config.set_floatx(name)
+    keras.config.set_dtype_policy(name)
+
+
+from robust_ssl.train import train_and_evaluate  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
+
+
+def run(distribute, steps, automl):
+    config = tiny_config(
+        "rotation,color,ir,bir" if automl else "rotation,ir",
+        automl=automl,
+        **{
+            "distribute": distribute,
+            "devices": "/cpu:0,/cpu:1" if distribute == "mirrored" else "",
+            "model.sync_batch_norm": True,
+            "train.epochs": 1,
+            "train.steps_per_epoch": steps,
+            "train.eval_every_epoch": False,
+            "automl.warmup_epochs": 0,
+            "automl.meta_every": 2,  # alternate meta and fixed-λ steps
+            "train.learning_rate": float(os.environ.get("EQ_LR", "0.1")),
+            "train.batch_size": 32,
+            "automl.meta_batch_size": 16,
+        },
+    )
+    workdir = tempfile.mkdtemp()
+    results = train_and_evaluate(config, workdir)
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    return model, results
+
+
+def compare(steps, automl, precision):
+    set_precision(precision)
+    single, r1 = run("none", steps, automl)
+    double, r2 = run("mirrored", steps, automl)
+    weights = max(
+        float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(single.weights, double.weights)
+    )
+    return {
+        "case": f"{steps}:{'automl' if automl else 'fixed'}:{precision}",
+        "weights": weights,
+        "lambdas": float(np.max(np.abs(single.lambdas.numpy() - double.lambdas.numpy()))),
+        "lambda_moved": float(np.max(np.abs(single.lambdas.numpy() - 0.5))),
+        "steps": [r1["steps"], r2["steps"]],
+        "replicas": [r1["replicas"], r2["replicas"]],
+    }
+
+
+def main():
+    """Args: cases like `1:fixed:float64 10:automl:float32`."""
+    for case in sys.argv[1:]:
+        steps, kind, precision = case.split(":")
+        print(json.dumps(compare(int(steps), kind == "automl", precision)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
