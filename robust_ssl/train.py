@@ -5,8 +5,10 @@ A run writes into its workdir:
   metrics.csv          per-epoch losses per task, λ per task, accuracy, images/s
   lambdas.csv          the λ trajectory every `train.log_every_steps` steps
   tensorboard/         TensorBoard logs
-  checkpoints/         epoch_<NNN>.keras (whole model, atomically written)
-  backup/              Keras BackupAndRestore state to resume an interrupted run
+  checkpoints/         epoch_<NNN>.keras: weights, λ, both optimisers' states
+                       (atomically written); the same command resumes from the
+                       newest one, exactly (the data stream is a function of
+                       the step)
   model.keras          the final model
   results.json         final clean test accuracy and the run's summary
   meta_validation.json what the AutoML meta loss saw (so evaluation can exclude it)
@@ -28,7 +30,7 @@ from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import parse_task_names
 
 
-def _meta_validation(config, data):
+def meta_validation(config, data):
     """Splits off or loads the validation stream of the meta loss.
 
     Returns:
@@ -83,6 +85,38 @@ def _corrupt_holdout(meta, val, seed):
     logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
     x, y = corruptions.corrupted_holdout(np.stack(images), np.asarray(labels), names, severities, seed=seed)
     return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def _device_kind():
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
+def restore_latest(model, directory):
+    """Loads the newest epoch checkpoint into `model` (weights, λ, optimisers).
+
+    Args:
+      model: a built, compiled model of the same config.
+      directory: the run's checkpoints/ folder.
+
+    Returns:
+      The number of completed epochs (0 when there is no checkpoint).
+    """
+    path = callbacks_lib.latest_checkpoint(directory)
+    if path is None:
+        return 0
+    saved = keras.saving.load_model(path, compile=True)
+    pairs = [
+        (model.variables, saved.variables),
+        (model.optimizer.variables, saved.optimizer.variables),
+        (model.meta_optimizer.variables, saved.meta_optimizer.variables),
+    ]
+    for targets, sources in pairs:
+        if len(targets) != len(sources):
+            raise ConfigError(f"checkpoint {path} does not match this model; use another --workdir")
+        for target, source in zip(targets, sources):
+            target.assign(source.numpy())
+    return int(os.path.basename(path)[len("epoch_") : -len(".keras")])
 
 
 def build_model(config, num_classes, steps_per_epoch, class_names=None, image_shape=(32, 32, 3)):
@@ -144,7 +178,7 @@ def _prepare_workdir(config, workdir):
     if changed:  # overwrite: drop the other run's resume state and logs
         import shutil
 
-        for name in ("backup", "checkpoints"):
+        for name in ("checkpoints",):
             shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
         for name in ("metrics.csv", "lambdas.csv", "results.json"):
             if os.path.exists(os.path.join(workdir, name)):
@@ -178,10 +212,10 @@ def train_and_evaluate(config, workdir):
     config_utils.validate(config)
     _prepare_workdir(config, workdir)
     keras.utils.set_random_seed(config.seed)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
 
     data = datasets.load_data(config.data)
-    train_examples, num_train, meta_examples, meta_record = _meta_validation(config, data)
+    train_examples, num_train, meta_examples, meta_record = meta_validation(config, data)
     with open(os.path.join(workdir, "meta_validation.json"), "w") as f:
         json.dump(meta_record, f, indent=2)
     batch_size = config.train.batch_size
@@ -203,6 +237,10 @@ def train_and_evaluate(config, workdir):
         sum(int(v.numpy().size) for v in model.network_variables),
         sum(int(v.numpy().size) for v in model.psi_variables),
     )
+    initial_epoch = restore_latest(model, os.path.join(workdir, "checkpoints"))
+    start_step = int(model.optimizer.iterations.numpy())
+    if initial_epoch:
+        logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
     train_ds = pipeline.training_dataset(
         train_examples,
         model.tasks,
@@ -211,12 +249,12 @@ def train_and_evaluate(config, workdir):
         meta_examples=meta_examples,
         meta_batch_size=config.automl.meta_batch_size,
         augment_images=config.data.augment,
+        start_step=start_step,
     )
     test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
 
     callbacks = [
         callbacks_lib.Throughput(batch_size),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
         callbacks_lib.LambdaLogger(
             os.path.join(workdir, "lambdas.csv"),
             model.task_names,
@@ -231,7 +269,9 @@ def train_and_evaluate(config, workdir):
         model.fit(
             train_ds,
             epochs=config.train.epochs,
+            initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the stream is already shuffled, by step
             validation_data=test_ds if config.train.eval_every_epoch else None,
             callbacks=callbacks,
             verbose=config.train.verbose,
@@ -253,8 +293,15 @@ def train_and_evaluate(config, workdir):
         "num_train": int(num_train),
         "num_test": int(data.num_test),
         "replicas": int(strategy.num_replicas_in_sync),
-        "wall_time_s": round(time.time() - start, 1),
+        "wall_time_s": round(time.time() - start, 1),  # this session (a resumed run: since resuming)
+        "cpu_time_s": round(time.process_time() - cpu_start, 1),
+        "device": _device_kind(),
+        "resumed_from_epoch": int(initial_epoch),
     }
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results
+
+
+# Kept for callers written against the earlier private name.
+_meta_validation = meta_validation
