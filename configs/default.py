@@ -57,6 +57,8 @@ def get_config():
     config.train.nesterov = True
     config.train.weight_decay = 5e-4
     config.train.jit_compile = False  # XLA did not speed up these steps on CPU
+    # Keras dtype policy: "float32" | "mixed_bfloat16" | "mixed_float16" | "float64"
+    config.train.precision = "float32"
     config.train.eval_every_epoch = True  # clean test accuracy in the per-epoch log
     config.train.log_every_steps = 10  # λ trajectory (lambdas.csv) resolution
     config.train.keep_checkpoints = 2

@@ -114,6 +114,8 @@ class Settings:
       transform_repeats: timed calls of `make_task_batch` per task set.
       num_train: generated training images the pipeline shuffles and serves.
       isolate: run each mode in its own subprocess (clean peak memory).
+      interleave: time all modes in one process, one step of each in turn
+        (`run_interleaved`: steadier ratios on a loaded machine).
     """
 
     depth: int = 40
@@ -131,6 +133,7 @@ class Settings:
     transform_repeats: int = 20
     num_train: int = 2048
     isolate: bool = True
+    interleave: bool = False
 
 
 def quick_settings(**overrides):
@@ -272,21 +275,51 @@ def _function_graphs(graph, found=None):
     return found
 
 
-def _graph_flops(graph, functions, take_then, tally):
+def _live_ops(graph):
+    """Ops whose results reach the graph's outputs or a side effect.
+
+    The gradient tape also emits ops whose results nothing uses (e.g. the
+    gradients toward activations that the outer tape of the naive
+    hypergradient records but λ does not need); TensorFlow's graph optimiser
+    prunes them before running, so they must not be counted.
+    """
+    roots = [t.op for t in graph.outputs]
+    roots += list(getattr(graph, "control_outputs", []))
+    roots += [op for op in graph.get_operations() if op.op_def is not None and op.op_def.is_stateful]
+    live, stack = set(), list(roots)
+    while stack:
+        op = stack.pop()
+        if op.name in live:
+            continue
+        live.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return live
+
+
+def _graph_flops(graph, functions, take_then, tally, prune):
     from tensorflow.python.framework import ops as tf_ops
 
+    live = _live_ops(graph) if prune else None
     for op in graph.get_operations():
+        if live is not None and op.name not in live:
+            try:
+                value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
+            except (ValueError, TypeError):
+                value = None
+            tally["pruned"] += int(value or 0)
+            continue
         if op.type in ("If", "StatelessIf"):
             branch = op.get_attr("then_branch" if take_then else "else_branch").name
             if branch in functions:
-                _graph_flops(functions[branch], functions, take_then, tally)
+                _graph_flops(functions[branch], functions, take_then, tally, prune)
             else:
                 tally["unresolved_functions"] += 1
             continue
         if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
             name = op.get_attr("f").name
             if name in functions:
-                _graph_flops(functions[name], functions, take_then, tally)
+                _graph_flops(functions[name], functions, take_then, tally, prune)
             else:
                 tally["unresolved_functions"] += 1
             continue
@@ -303,7 +336,7 @@ def _graph_flops(graph, functions, take_then, tally):
             tally[kind] += int(value)
 
 
-def count_flops(graph, take_then=True):
+def count_flops(graph, take_then=True, prune=True):
     """FLOPs of one execution of a traced graph, by TF's per-op FLOP statistics.
 
     Sums `tf_ops.get_stats_for_node_def(graph, node, "flops")` — what
@@ -311,18 +344,21 @@ def count_flops(graph, take_then=True):
     the graph's ops and, unlike the profiler, over the bodies of `tf.cond`
     branches and function calls. `take_then` picks which branch of every cond
     runs (in `train_step`: True = the meta step, False = the plain step; the
-    asserts' conds cost nothing either way).
+    asserts' conds cost nothing either way). With `prune`, ops whose results
+    reach neither an output nor a side effect are left out, as TensorFlow's
+    graph optimiser removes them before running (their FLOPs go to "pruned").
 
     Args:
       graph: a `FuncGraph`, e.g. `tf.function(f).get_concrete_function(x).graph`.
       take_then: follow the then-branch of conds (else the else-branch).
+      prune: leave out dead ops.
 
     Returns:
-      dict: total, conv_matmul, other (FLOPs), ops_without_shape and
+      dict: total, conv_matmul, other and pruned (FLOPs), ops_without_shape and
       unresolved_functions (counts of ops that could not be costed).
     """
-    tally = {"conv_matmul": 0, "other": 0, "ops_without_shape": 0, "unresolved_functions": 0}
-    _graph_flops(graph, _function_graphs(graph), take_then, tally)
+    tally = {"conv_matmul": 0, "other": 0, "pruned": 0, "ops_without_shape": 0, "unresolved_functions": 0}
+    _graph_flops(graph, _function_graphs(graph), take_then, tally, prune)
     tally["total"] = tally["conv_matmul"] + tally["other"]
     return tally
 
@@ -401,6 +437,130 @@ def _gpu_memory():
     return {"device": gpus[0].name, "peak_mib": info["peak"] / 2**20, "current_mib": info["current"] / 2**20}
 
 
+class ModeRunner:
+    """One mode's model, fixed batch and compiled step, ready to be timed.
+
+    Building traces the step and counts its FLOPs; `warm_up` runs the untimed
+    steps; `step` times one step; `result` summarises the timed steps.
+
+    Args:
+      mode_name: key in `MODES`.
+      settings: `Settings`.
+      config_dict: the base experiment config as a plain dict.
+    """
+
+    def __init__(self, mode_name, settings, config_dict):
+        import keras
+        import tensorflow as tf
+
+        from robust_ssl import train
+
+        self.mode = MODES[mode_name]
+        self.settings = settings
+        self.load_start = _load()
+        _set_precision(settings)
+        config = mode_config(_base_config(config_dict), self.mode, settings)
+        keras.utils.set_random_seed(settings.seed)
+        self.model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
+        self.batch = _fixed_batch(self.model, settings, self.mode.automl is not None)
+        self.jit = bool(config.train.jit_compile)
+        self.automl = bool(config.automl.enabled)
+        self.k = int(config.automl.meta_every) if self.automl else 1
+        self.step_fn = tf.function(self.model.train_step, jit_compile=self.jit)
+        start = time.perf_counter()
+        graph = self.step_fn.get_concrete_function(self.batch).graph
+        self.trace_s = time.perf_counter() - start
+        self.flops_meta = count_flops(graph, take_then=True)
+        self.flops_plain = count_flops(graph, take_then=False)
+        self.times, self.meta_flags = [], []
+
+    def _one_step(self):
+        logs = self.step_fn(self.batch)
+        return float(logs["loss"])  # waits for the step (and checks it ran)
+
+    def warm_up(self):
+        """Runs the untimed steps; the first one includes tracing and compiling."""
+        warmup = self.settings.warmup_steps
+        if self.automl and self.k > 1:
+            warmup = max(warmup, 2)  # run the meta and the plain branch once each
+        start = time.perf_counter()
+        self.first_loss = self._one_step()
+        self.first_step_s = time.perf_counter() - start
+        for _ in range(warmup - 1):
+            self._one_step()
+        self.warmup_steps = warmup
+
+    def step(self):
+        """Times one training step; returns its duration in seconds."""
+        self.meta_flags.append(bool(self.model.is_meta_step(int(self.model.optimizer.iterations.numpy()))))
+        start = time.perf_counter()
+        self.last_loss = self._one_step()
+        seconds = time.perf_counter() - start
+        self.times.append(seconds)
+        return seconds
+
+    def result(self):
+        """The mode's result dict (see the module docstring)."""
+        settings, model, k = self.settings, self.model, self.k
+        times, meta_flags = self.times, self.meta_flags
+        stats = summarize(times)
+        result = {
+            "mode": self.mode.name,
+            "description": self.mode.description,
+            "tasks": list(self.mode.tasks),
+            "automl": self.mode.automl,
+            "meta_every": k if self.automl else None,
+            "jit_compile": self.jit,
+            "mixed_precision": settings.mixed_precision or "float32",
+            "batch_size": settings.batch_size,
+            "meta_batch_size": settings.meta_batch_size if self.automl else 0,
+            "trace_s": self.trace_s,
+            "first_step_s": self.first_step_s,
+            "warmup_steps": self.warmup_steps,
+            "step_times_ms": [1000.0 * t for t in times],
+            "meta_step_flags": meta_flags,
+            **stats,
+            "first_loss": self.first_loss,
+            "last_loss": self.last_loss,
+        }
+        ms_per_step = stats["median_ms"]
+        meta_times = [t for t, m in zip(times, meta_flags) if m]
+        plain_times = [t for t, m in zip(times, meta_flags) if not m]
+        if self.automl and k > 1:
+            if meta_times and plain_times:
+                result["median_meta_step_ms"] = 1000.0 * statistics.median(meta_times)
+                result["median_plain_step_ms"] = 1000.0 * statistics.median(plain_times)
+                ms_per_step = (result["median_meta_step_ms"] + (k - 1) * result["median_plain_step_ms"]) / k
+            else:
+                ms_per_step = stats["mean_ms"]
+                result["note"] = f"timed steps hold no full meta cycle of {k}; ms_per_step is the mean"
+        meta_share = (1.0 / k) if self.automl else 0.0
+        imgs_meta = trunk_images(self.batch, model.tasks, settings.meta_batch_size, True)
+        imgs_plain = trunk_images(self.batch, model.tasks, settings.meta_batch_size, False)
+        trunk_per_step = meta_share * imgs_meta + (1.0 - meta_share) * imgs_plain
+        fm, fp = self.flops_meta, self.flops_plain
+        flops = meta_share * fm["total"] + (1.0 - meta_share) * fp["total"]
+        conv = meta_share * fm["conv_matmul"] + (1.0 - meta_share) * fp["conv_matmul"]
+        seconds = ms_per_step / 1000.0
+        result.update(
+            ms_per_step=ms_per_step,
+            base_images_per_s=settings.batch_size / seconds,
+            trunk_images_per_step=trunk_per_step,
+            trunk_images_per_s=trunk_per_step / seconds,
+            flops_per_step=flops,
+            flops_meta_step=fm["total"] if self.automl else None,
+            flops_plain_step=fp["total"],
+            conv_matmul_share=conv / flops if flops else None,
+            uncosted_ops=fm["ops_without_shape"] + fm["unresolved_functions"],
+            gflops_per_s=flops / seconds / 1e9,
+            peak_host_mib=host_peak_rss_mib(),
+            device_memory=_gpu_memory(),
+            load_start=self.load_start,
+            load_end=_load(),
+        )
+        return result
+
+
 def run_mode(mode_name, settings, config_dict):
     """Builds and times one mode in this process.
 
@@ -412,110 +572,42 @@ def run_mode(mode_name, settings, config_dict):
     Returns:
       The mode's result dict (see module docstring).
     """
-    import keras
-    import tensorflow as tf
-
-    from robust_ssl import train
-
-    mode = MODES[mode_name]
-    load_start = _load()
-    _set_precision(settings)
-    config = mode_config(_base_config(config_dict), mode, settings)
-    keras.utils.set_random_seed(settings.seed)
-    model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
-    batch = _fixed_batch(model, settings, mode.automl is not None)
-    jit = bool(config.train.jit_compile)
-    step_fn = tf.function(model.train_step, jit_compile=jit)
-
-    start = time.perf_counter()
-    graph = step_fn.get_concrete_function(batch).graph
-    trace_s = time.perf_counter() - start
-    flops_meta = count_flops(graph, take_then=True)
-    flops_plain = count_flops(graph, take_then=False)
-
-    automl = bool(config.automl.enabled)
-    k = int(config.automl.meta_every) if automl else 1
-    warmup = settings.warmup_steps
-    if automl and k > 1:
-        warmup = max(warmup, 2)  # run the meta and the plain branch once each
-
-    def is_meta(iteration):
-        return bool(model.is_meta_step(iteration))
-
-    def one_step():
-        logs = step_fn(batch)
-        return float(logs["loss"])  # waits for the step (and checks it ran)
-
-    start = time.perf_counter()
-    first_loss = one_step()
-    first_step_s = time.perf_counter() - start
-    for _ in range(warmup - 1):
-        one_step()
-    times, meta_flags = [], []
+    runner = ModeRunner(mode_name, settings, config_dict)
+    runner.warm_up()
     for _ in range(settings.steps):
-        meta_flags.append(is_meta(int(model.optimizer.iterations.numpy())))
-        start = time.perf_counter()
-        last_loss = one_step()
-        times.append(time.perf_counter() - start)
+        runner.step()
+    return runner.result()
 
-    stats = summarize(times)
-    result = {
-        "mode": mode_name,
-        "description": mode.description,
-        "tasks": list(mode.tasks),
-        "automl": mode.automl,
-        "meta_every": k if automl else None,
-        "jit_compile": jit,
-        "mixed_precision": settings.mixed_precision or "float32",
-        "batch_size": settings.batch_size,
-        "meta_batch_size": settings.meta_batch_size if automl else 0,
-        "trace_s": trace_s,
-        "first_step_s": first_step_s,
-        "warmup_steps": warmup,
-        "step_times_ms": [1000.0 * t for t in times],
-        "meta_step_flags": meta_flags,
-        **stats,
-        "first_loss": first_loss,
-        "last_loss": last_loss,
-    }
-    ms_per_step = stats["median_ms"]
-    meta_times = [t for t, m in zip(times, meta_flags) if m]
-    plain_times = [t for t, m in zip(times, meta_flags) if not m]
-    if automl and k > 1:
-        if meta_times and plain_times:
-            result["median_meta_step_ms"] = 1000.0 * statistics.median(meta_times)
-            result["median_plain_step_ms"] = 1000.0 * statistics.median(plain_times)
-            ms_per_step = (result["median_meta_step_ms"] + (k - 1) * result["median_plain_step_ms"]) / k
-        else:
-            ms_per_step = stats["mean_ms"]
-            result["note"] = f"timed steps hold no full meta cycle of {k}; ms_per_step is the mean"
-    meta_share = (1.0 / k) if automl else 0.0
-    imgs_meta = trunk_images(batch, model.tasks, settings.meta_batch_size, True)
-    imgs_plain = trunk_images(batch, model.tasks, settings.meta_batch_size, False)
-    trunk_per_step = meta_share * imgs_meta + (1.0 - meta_share) * imgs_plain
-    flops = meta_share * flops_meta["total"] + (1.0 - meta_share) * flops_plain["total"]
-    seconds = ms_per_step / 1000.0
-    result.update(
-        ms_per_step=ms_per_step,
-        base_images_per_s=settings.batch_size / seconds,
-        trunk_images_per_step=trunk_per_step,
-        trunk_images_per_s=trunk_per_step / seconds,
-        flops_per_step=flops,
-        flops_meta_step=flops_meta["total"] if automl else None,
-        flops_plain_step=flops_plain["total"],
-        conv_matmul_share=(
-            (meta_share * flops_meta["conv_matmul"] + (1 - meta_share) * flops_plain["conv_matmul"]) / flops
-            if flops
-            else None
-        ),
-        uncosted_ops=flops_meta["ops_without_shape"] + flops_meta["unresolved_functions"],
-        gflops_per_s=flops / seconds / 1e9,
-        peak_host_mib=host_peak_rss_mib(),
-        device_memory=_gpu_memory(),
-        load_start=load_start,
-        load_end=_load(),
-    )
-    return result
+
+def run_interleaved(mode_names, settings, config_dict):
+    """Times several modes in one process, one step of each in turn.
+
+    On a shared machine the load drifts; round-robin steps expose every mode to
+    the same drift, so ratios between modes are far steadier than those of
+    separate runs. Peak host memory is then the process's, of all modes together.
+
+    Args:
+      mode_names: keys of `MODES`.
+      settings: `Settings` (`steps` rounds).
+      config_dict: the base experiment config as a plain dict.
+
+    Returns:
+      dict mode name -> result dict, each with "interleaved": True and, where
+      `REFERENCE_MODE` is among them, "round_ratio_median" (the median over
+      rounds of this mode's step time / the reference's in the same round).
+    """
+    runners = {name: ModeRunner(name, settings, config_dict) for name in mode_names}
+    for runner in runners.values():
+        runner.warm_up()
+    for _ in range(settings.steps):
+        for runner in runners.values():
+            runner.step()
+    results = {name: {**runner.result(), "interleaved": True} for name, runner in runners.items()}
+    if REFERENCE_MODE in runners:
+        ref = runners[REFERENCE_MODE].times
+        for name, runner in runners.items():
+            results[name]["round_ratio_median"] = statistics.median(t / r for t, r in zip(runner.times, ref))
+    return results
 
 
 def trunk_forward_flops(settings):
@@ -705,16 +797,20 @@ def run_breakdown(mode_name, settings, config_dict, repeats=None):
     batch = _fixed_batch(model, settings, mode.automl is not None)
     jit = bool(config.train.jit_compile)
     out = {"mode": mode_name, "pieces": {}, "load_start": _load()}
-    for name, (description, fn) in _step_pieces(model, batch).items():
-        compiled = tf.function(fn, jit_compile=jit)
-        flops = count_flops(compiled.get_concrete_function(batch).graph)["total"]
-        float(compiled(batch))  # warm-up (and tracing)
-        times = []
-        for _ in range(repeats or settings.steps):
+    compiled, flops, times = {}, {}, {}
+    for name, (_, fn) in _step_pieces(model, batch).items():
+        compiled[name] = tf.function(fn, jit_compile=jit)
+        flops[name] = count_flops(compiled[name].get_concrete_function(batch).graph)["total"]
+        float(compiled[name](batch))  # warm-up (and tracing)
+        times[name] = []
+    # Round-robin, so that a drifting machine load affects every piece alike.
+    for _ in range(repeats or settings.steps):
+        for name, fn in compiled.items():
             start = time.perf_counter()
-            float(compiled(batch))
-            times.append(time.perf_counter() - start)
-        out["pieces"][name] = {"description": description, **summarize(times), "flops": flops}
+            float(fn(batch))
+            times[name].append(time.perf_counter() - start)
+    for name, (description, _) in _step_pieces(model, batch).items():
+        out["pieces"][name] = {"description": description, **summarize(times[name]), "flops": flops[name]}
     out["load_end"] = _load()
     return out
 
@@ -758,6 +854,8 @@ def _run_job(job):
         return result
     if job["kind"] == "breakdown":
         return run_breakdown(job["mode"], settings, job["config"])
+    if job["kind"] == "interleaved":
+        return run_interleaved(job["modes"], settings, job["config"])
     raise ValueError(f"unknown job kind {job['kind']!r}")
 
 
@@ -813,7 +911,7 @@ def _task_sets(mode_names):
     return sets
 
 
-def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
+def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkpoint=None):
     """Runs the benchmark of several modes (and the input pipeline).
 
     Args:
@@ -823,6 +921,8 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
       log: callable taking one progress line.
       breakdown_modes: modes whose step is also timed piece by piece
         (`run_breakdown`).
+      checkpoint: optional callable(results) called after each part, e.g. to
+        write the partial report.
 
     Returns:
       The results dict (settings, environment, modes, pipeline) that
@@ -839,18 +939,38 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
         "reference_mode": REFERENCE_MODE,
         "modes": {},
     }
-    for name in mode_names:
-        log(f"mode {name}: {MODES[name].description} (load {_load()})")
-        job = {"kind": "mode", "mode": name, "settings": dataclasses.asdict(settings), "config": config_dict}
-        result = _dispatch(job, settings.isolate)
-        results["modes"][name] = result
+    checkpoint = checkpoint or (lambda _: None)
+
+    def report(name, result):
         if "error" in result:
-            log(f"  failed: {result['error']}")
+            log(f"  {name} failed: {result['error']}")
         else:
             log(
-                f"  {result['ms_per_step']:.1f} ms/step (IQR {result['iqr_ms']:.1f}), "
+                f"  {name}: {result['ms_per_step']:.1f} ms/step (IQR {result['iqr_ms']:.1f}), "
                 f"{result['base_images_per_s']:.1f} images/s, {result['gflops_per_s']:.1f} GFLOP/s"
             )
+
+    if settings.interleave:
+        log(f"modes {', '.join(mode_names)}, interleaved (load {_load()})")
+        job = {"kind": "interleaved", "modes": mode_names, "settings": dataclasses.asdict(settings)}
+        job["config"] = config_dict
+        combined = _dispatch(job, settings.isolate)
+        for name in mode_names:
+            results["modes"][name] = combined if "error" in combined else combined[name]
+            report(name, results["modes"][name])
+        checkpoint(results)
+    else:
+        for name in mode_names:
+            log(f"mode {name}: {MODES[name].description} (load {_load()})")
+            job = {
+                "kind": "mode",
+                "mode": name,
+                "settings": dataclasses.asdict(settings),
+                "config": config_dict,
+            }
+            results["modes"][name] = _dispatch(job, settings.isolate)
+            report(name, results["modes"][name])
+            checkpoint(results)
     reference = results["modes"].get(REFERENCE_MODE, {})
     for result in results["modes"].values():
         if "error" not in result and "ms_per_step" in reference:
@@ -869,6 +989,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
             log(f"  failed: {results['pipeline']['error']}")
         else:
             _pipeline_ratios(results)
+        checkpoint(results)
     for name in breakdown_modes:
         log(f"breakdown of {name} (load {_load()})")
         job = {
@@ -878,6 +999,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=()):
             "config": config_dict,
         }
         results.setdefault("breakdown", {})[name] = _dispatch(job, settings.isolate)
+        checkpoint(results)
     results["environment"]["load_average_end"] = _load()
     return results
 
@@ -916,10 +1038,17 @@ def markdown(results):
         f"precision {s['mixed_precision'] or 'float32'}; TF {env['tensorflow']}, Keras {env['keras']}, "
         f"{env['cpu_cores']} CPU cores{', GPU ' + ', '.join(env['gpus']) if env['gpus'] else ''}, "
         f"oneDNN {env['TF_ENABLE_ONEDNN_OPTS']}; load average {env['load_average']} at the start, "
-        f"{env.get('load_average_end')} at the end; {env['date']}.",
+        f"{env.get('load_average_end')} at the end; {env['date']}."
+        + (
+            " Modes interleaved in one process (one step of each in turn); peak host memory is "
+            "that process's, all modes together."
+            if s.get("interleave")
+            else " Each mode in its own process."
+        ),
         "",
     ]
     gpu = any((r.get("device_memory") or {}).get("peak_mib") for r in results["modes"].values())
+    paired = any("round_ratio_median" in r for r in results["modes"].values())
     header = [
         "mode",
         "XLA",
@@ -932,8 +1061,10 @@ def markdown(results):
         "GFLOP/step",
         "GFLOP/s",
         f"× {results['reference_mode']}",
-        "peak host MiB",
     ]
+    if paired:
+        header.append(f"× {results['reference_mode']} (paired rounds)")
+    header.append("peak host MiB")
     if gpu:
         header.append("peak device MiB")
     header.append("load (1 min) start→end")
@@ -956,8 +1087,10 @@ def markdown(results):
             _fmt(r["flops_per_step"] / 1e9, 1),
             _fmt(r["gflops_per_s"], 1),
             _fmt(r.get("ratio_to_reference"), 2),
-            _fmt(r["peak_host_mib"], 0),
         ]
+        if paired:
+            row.append(_fmt(r.get("round_ratio_median"), 2))
+        row.append(_fmt(r["peak_host_mib"], 0))
         if gpu:
             row.append(_fmt((r.get("device_memory") or {}).get("peak_mib"), 0))
         load = f"{(r['load_start'] or ['?'])[0]}→{(r['load_end'] or ['?'])[0]}"

@@ -50,6 +50,9 @@ def validate(config):
 
     if config.get("distribute", "none") not in STRATEGIES:
         raise ConfigError(f"distribute must be one of {STRATEGIES}; got {config.distribute!r}")
+    precisions = ("float32", "mixed_bfloat16", "mixed_float16", "float64")
+    if train.get("precision", "float32") not in precisions:
+        raise ConfigError(f"train.precision must be one of {precisions}; got {train.precision!r}")
     automl = config.automl
     if automl.enabled:
         if not names:

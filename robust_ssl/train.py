@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils, distribute
+from robust_ssl import config_utils, distribute, loop
 from robust_ssl.data import cifar10c, datasets, pipeline
 from robust_ssl.errors import ConfigError, TrainingDivergedError
 from robust_ssl.model import RobustSSLModel
@@ -85,6 +85,12 @@ def _corrupt_holdout(meta, val, seed):
     logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
     x, y = corruptions.corrupted_holdout(np.stack(images), np.asarray(labels), names, severities, seed=seed)
     return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def _set_precision(precision):
+    """Sets Keras' dtype policy: float32, mixed_bfloat16, mixed_float16 or float64."""
+    keras.config.set_floatx("float64" if precision == "float64" else "float32")
+    keras.config.set_dtype_policy(precision)
 
 
 def _device_kind():
@@ -210,6 +216,12 @@ def train_and_evaluate(config, workdir):
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
     config_utils.validate(config)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
+    if not distribute.is_chief(strategy):
+        # Other workers keep their own files apart from the chief's.
+        workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
+    _set_precision(config.train.get("precision", "float32"))
     _prepare_workdir(config, workdir)
     keras.utils.set_random_seed(config.seed)
     start, cpu_start = time.time(), time.process_time()
@@ -223,7 +235,6 @@ def train_and_evaluate(config, workdir):
         raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
     steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
 
-    strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
     distribute.check_batch_sizes(
         strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
     )
@@ -241,16 +252,19 @@ def train_and_evaluate(config, workdir):
     start_step = int(model.optimizer.iterations.numpy())
     if initial_epoch:
         logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
-    train_ds = pipeline.training_dataset(
-        train_examples,
-        model.tasks,
-        batch_size,
-        seed=config.seed,
-        meta_examples=meta_examples,
-        meta_batch_size=config.automl.meta_batch_size,
-        augment_images=config.data.augment,
-        start_step=start_step,
-    )
+
+    def train_dataset():
+        return pipeline.training_dataset(
+            train_examples,
+            model.tasks,
+            batch_size,
+            seed=config.seed,
+            meta_examples=meta_examples,
+            meta_batch_size=config.automl.meta_batch_size,
+            augment_images=config.data.augment,
+            start_step=start_step,
+        )
+
     test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
 
     callbacks = [
@@ -265,23 +279,40 @@ def train_and_evaluate(config, workdir):
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), update_freq="epoch"),
         callbacks_lib.AtomicCheckpoint(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
     ]
+    multi_worker = config.get("distribute", "none") == "multi_worker"
     try:
-        model.fit(
-            train_ds,
-            epochs=config.train.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the stream is already shuffled, by step
-            validation_data=test_ds if config.train.eval_every_epoch else None,
-            callbacks=callbacks,
-            verbose=config.train.verbose,
-        )
+        if multi_worker:  # Keras fit does not support it (keras-team/keras#20585)
+            loop.custom_fit(
+                model,
+                strategy,
+                train_dataset,
+                epochs=config.train.epochs,
+                steps_per_epoch=steps_per_epoch,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                validation_data=test_ds if config.train.eval_every_epoch else None,
+                verbose=config.train.verbose,
+            )
+        else:
+            model.fit(
+                train_dataset(),
+                epochs=config.train.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the stream is already shuffled, by step
+                validation_data=test_ds if config.train.eval_every_epoch else None,
+                callbacks=callbacks,
+                verbose=config.train.verbose,
+            )
     except tf.errors.InvalidArgumentError as e:
         if "robust_ssl:" in str(e):
             raise TrainingDivergedError(_divergence_message(e)) from None
         raise
 
-    evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
+    if multi_worker:
+        evaluation = loop.evaluate_locally(model, test_ds)
+    else:
+        evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
     model.save(os.path.join(workdir, "model.keras"))
     results = {
         "test_accuracy": float(evaluation["accuracy"]),

@@ -97,6 +97,15 @@ def test_flop_count_matches_the_tf_profiler_and_sees_cond_branches():
     assert then["conv_matmul"] == 2 * counted["conv_matmul"]
     assert other["conv_matmul"] == 0 and other["other"] == 4 * 8 * 8 * 3
 
+    def dead_conv(images):
+        conv(images)  # nothing uses it: TensorFlow prunes it before running
+        return images + 1.0
+
+    dead = tf.function(dead_conv).get_concrete_function(x).graph
+    assert benchmark.count_flops(dead)["conv_matmul"] == 0
+    assert benchmark.count_flops(dead)["pruned"] == counted["total"]
+    assert benchmark.count_flops(dead, prune=False)["conv_matmul"] == counted["total"]
+
 
 def test_summarize_reports_median_quartiles_and_range():
     stats = benchmark.summarize([0.004, 0.001, 0.003, 0.002, 0.005])
