@@ -7,6 +7,7 @@ INSTALL_REQUIRES = [
     "keras==3.15.*",
     "tensorflow-datasets>=4.9",
     "keras-tuner>=1.4,<1.5",
+    "scikit-learn>=1.3",  # keras-tuner's bayesian oracle
     "absl-py>=2.0",
     "ml-collections>=1.0",
     "matplotlib>=3.8",
