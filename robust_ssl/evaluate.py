@@ -671,15 +671,9 @@ def load_keras_model(path):
 
 
 def _model_path(workdir):
-    from robust_ssl import callbacks
+    from robust_ssl.export import resolve_model_path
 
-    final = os.path.join(workdir, "model.keras")
-    if os.path.isfile(final):
-        return final
-    latest = callbacks.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    if latest:
-        return latest
-    raise UserError(f"{workdir} holds neither model.keras nor checkpoints/epoch_*.keras")
+    return resolve_model_path(workdir)
 
 
 def _label(path):
