@@ -763,11 +763,11 @@ def _step_pieces(model, batch):
         )
         pieces["lambda_gradient_fast"] = (
             "per-task gradients + lookahead hypergradient (model.lambda_gradient fast)",
-            lambda b: model.lambda_gradient(b, "fast")[0],
+            lambda b: tf.reduce_sum(model.lambda_gradient(b, "fast")[0]),
         )
         pieces["lambda_gradient_naive"] = (
             "double-backprop hypergradient (model.lambda_gradient naive)",
-            lambda b: model.lambda_gradient(b, "naive")[0],
+            lambda b: tf.reduce_sum(model.lambda_gradient(b, "naive")[0]),
         )
     return pieces
 

@@ -51,6 +51,16 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", None, "Batches time
 _ISOLATE = flags.DEFINE_bool(
     "isolate", True, "Run each mode in a fresh subprocess (peak memory per mode; no state carried over)."
 )
+_BREAKDOWN = flags.DEFINE_string(
+    "breakdown",
+    "",
+    "Comma-separated modes whose step is also timed piece by piece (forward, backward(s), lookahead).",
+)
+_INTERLEAVE = flags.DEFINE_bool(
+    "interleave",
+    False,
+    "Time all modes in one process, one step of each in turn: steadier ratios on a loaded machine.",
+)
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny model (WRN-10-1, batch 16) and 3 steps: a smoke run for CI.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json and benchmark.md go.")
 
@@ -72,6 +82,7 @@ def _settings():
         mixed_precision=_MIXED.value,
         pipeline=_PIPELINE.value,
         isolate=_ISOLATE.value,
+        interleave=_INTERLEAVE.value,
     )
     if _QUICK.value:
         return benchmark.quick_settings(**overrides)
@@ -87,12 +98,20 @@ def main(argv):
         settings = _settings()
         modes = benchmark.parse_modes(_MODES.value)
         benchmark.check_settings(settings)
-        results = benchmark.run(settings, config_utils.to_dict(_CONFIG.value), modes)
+        breakdown = benchmark.parse_modes(_BREAKDOWN.value) if _BREAKDOWN.value.strip() else []
+        results = benchmark.run(
+            settings,
+            config_utils.to_dict(_CONFIG.value),
+            modes,
+            breakdown_modes=breakdown,
+            checkpoint=lambda partial: benchmark.write_report(partial, _OUTPUT_DIR.value),
+        )
         json_path, md_path = benchmark.write_report(results, _OUTPUT_DIR.value)
     print()
     print(benchmark.markdown(results))
     print(f"written: {json_path}, {md_path}")
     failed = [name for name, r in results["modes"].items() if "error" in r]
+    failed += [f"breakdown {name}" for name, r in results.get("breakdown", {}).items() if "error" in r]
     if failed or "error" in results.get("pipeline", {}):
         print(f"error: failed: {', '.join(failed) or 'input pipeline'}", file=sys.stderr)
         sys.exit(1)
