@@ -1043,7 +1043,17 @@ def markdown(results):
             " Modes interleaved in one process (one step of each in turn); peak host memory is "
             "that process's, all modes together."
             if s.get("interleave")
-            else " Each mode in its own process."
+            else (
+                " Each mode in its own process."
+                if s.get("isolate", True)
+                else " All modes in this process: peak host memory is the process's peak so far."
+            )
+        )
+        + (
+            " fp16 is timed only: `RobustSSLModel.train_step` does no loss scaling, so the "
+            "LossScaleOptimizer Keras wraps around the optimiser shrinks every update."
+            if s["mixed_precision"] == "fp16"
+            else ""
         ),
         "",
     ]

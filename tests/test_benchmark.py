@@ -136,3 +136,18 @@ def test_bad_flag_exits_with_a_one_line_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "error: unknown mode 'nope'" in proc.stderr
+
+
+def test_breakdown_times_the_pieces_of_a_step():
+    settings = benchmark.quick_settings(batch_size=4, steps=1, isolate=False)
+    from configs import default
+    from robust_ssl import config_utils
+
+    out = benchmark.run_breakdown("fixed_rotation", settings, config_utils.to_dict(default.get_config()))
+    pieces = out["pieces"]
+    assert list(pieces) == ["forward", "fixed_gradients", "per_task_gradients"]
+    for piece in pieces.values():
+        assert piece["median_ms"] > 0 and piece["flops"] > 0
+    # A backward costs about two forwards; per-task backward adds the shared clean batch once more.
+    assert pieces["fixed_gradients"]["flops"] > 2 * pieces["forward"]["flops"]
+    assert pieces["per_task_gradients"]["flops"] > pieces["fixed_gradients"]["flops"]
