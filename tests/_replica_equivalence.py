@@ -32,7 +32,7 @@ from robust_ssl.train import train_and_evaluate  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 
-def run(distribute, steps, automl):
+def run(distribute, steps, automl, precision):
     config = tiny_config(
         "rotation,color,ir,bir" if automl else "rotation,ir",
         automl=automl,
@@ -43,6 +43,7 @@ def run(distribute, steps, automl):
             "train.epochs": 1,
             "train.steps_per_epoch": steps,
             "train.eval_every_epoch": False,
+            "train.precision": precision,
             "automl.warmup_epochs": 0,
             "automl.meta_every": 2,  # alternate meta and fixed-λ steps
             "train.learning_rate": float(os.environ.get("EQ_LR", "0.1")),
@@ -57,9 +58,9 @@ def run(distribute, steps, automl):
 
 
 def compare(steps, automl, precision):
-    set_precision(precision)
-    single, r1 = run("none", steps, automl)
-    double, r2 = run("mirrored", steps, automl)
+    set_precision(precision)  # for loading the saved models; training sets it from the config
+    single, r1 = run("none", steps, automl, precision)
+    double, r2 = run("mirrored", steps, automl, precision)
     weights = max(
         float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(single.weights, double.weights)
     )
