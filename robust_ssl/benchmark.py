@@ -232,6 +232,13 @@ def host_peak_rss_mib():
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _load():
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -472,7 +479,7 @@ class ModeRunner:
         self.trace_s = time.perf_counter() - start
         self.flops_meta = count_flops(graph, take_then=True)
         self.flops_plain = count_flops(graph, take_then=False)
-        self.times, self.meta_flags = [], []
+        self.times, self.meta_flags, self.cpu_seconds = [], [], 0.0
 
     def _one_step(self):
         logs = self.step_fn(self.batch)
@@ -493,9 +500,10 @@ class ModeRunner:
     def step(self):
         """Times one training step; returns its duration in seconds."""
         self.meta_flags.append(bool(self.model.is_meta_step(int(self.model.optimizer.iterations.numpy()))))
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         self.last_loss = self._one_step()
         seconds = time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
         self.times.append(seconds)
         return seconds
 
@@ -555,6 +563,7 @@ class ModeRunner:
             gflops_per_s=flops / seconds / 1e9,
             peak_host_mib=host_peak_rss_mib(),
             device_memory=_gpu_memory(),
+            cpu_share=self.cpu_seconds / sum(times) / _cores(),
             load_start=self.load_start,
             load_end=_load(),
         )
@@ -883,10 +892,7 @@ def environment():
     import keras
     import tensorflow as tf
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    cores = _cores()
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -934,7 +940,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
         "environment": environment(),
         "flop_count": (
             "TensorFlow per-op FLOP statistics (as tf.compat.v1.profiler float_operation) over the "
-            "traced train_step graph, tf.cond branches included"
+            "traced train_step graph, tf.cond branches included, ops whose results nothing uses left out"
         ),
         "reference_mode": REFERENCE_MODE,
         "modes": {},
@@ -1077,7 +1083,7 @@ def markdown(results):
     header.append("peak host MiB")
     if gpu:
         header.append("peak device MiB")
-    header.append("load (1 min) start→end")
+    header += ["CPU share", "load (1 min) start→end"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in results["modes"].items():
         if "error" in r:
@@ -1104,7 +1110,7 @@ def markdown(results):
         if gpu:
             row.append(_fmt((r.get("device_memory") or {}).get("peak_mib"), 0))
         load = f"{(r['load_start'] or ['?'])[0]}→{(r['load_end'] or ['?'])[0]}"
-        row.append(load)
+        row += [f"{100 * r['cpu_share']:.0f}%" if r.get("cpu_share") is not None else "–", load]
         lines.append("| " + " | ".join(row) + " |")
     split = [
         (name, r) for name, r in results["modes"].items() if "median_meta_step_ms" in r and "error" not in r
@@ -1164,7 +1170,10 @@ def markdown(results):
     lines += [
         "",
         "FLOPs: " + results["flop_count"] + ". Trunk images count each task's inputs once "
-        "(rotation 'all' 3B, colour/BIR/inpaint/RGB/jigsaw B, IR 0, plus the meta batch on meta steps).",
+        "(rotation 'all' 3B, colour/BIR/inpaint/RGB/jigsaw B, IR 0, plus the meta batch on meta steps). "
+        "CPU share: the process's CPU time over the timed steps / (their wall time × cores); well "
+        "below 100% means other processes took cores and the times are inflated. Load: the 1-minute "
+        "load average, this benchmark's own threads included.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,7 @@ def test_quick_run_writes_json_and_markdown_with_positive_numbers(tmp_path):
             "flops_per_step",
             "gflops_per_s",
             "peak_host_mib",
+            "cpu_share",
         ):
             assert mode[key] > 0, (name, key, mode[key])
         assert mode["q3_ms"] >= mode["q1_ms"] and mode["max_ms"] >= mode["min_ms"]
