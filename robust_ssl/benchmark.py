@@ -22,17 +22,26 @@ step active from step 0. Per mode the benchmark reports:
   `ProfileOptionBuilder.float_operation()` sums), including the bodies of
   `tf.cond` branches, which the profiler on the outer graph does not see. For an
   AutoML mode the meta and the plain branch are counted apart and amortised.
-  Convolutions (forward, input and filter gradients) and matmuls dominate; the
-  elementwise ops the registry knows (Mul, Add, …) are included too.
+  Ops whose results nothing uses are left out (TensorFlow prunes them before
+  running). Convolutions (forward, input and filter gradients) and matmuls
+  dominate; the elementwise ops the registry knows (Mul, Add, …) are included.
 - peak memory: the process's peak resident set (`ru_maxrss`; each mode runs in a
   fresh subprocess by default so that peaks do not carry over) and, on a GPU,
   `tf.config.experimental.get_memory_info(...)["peak"]`.
 - the ratio of its step time to the fixed-λ four-task step (`REFERENCE_MODE`).
+- CPU share (process CPU time / (wall time × cores) over the timed steps) and
+  the load average: on a shared machine they tell whether other jobs inflated
+  the times. `run_interleaved` (one step of each mode in turn, one process)
+  gives ratios between modes that such drift does not bias.
 
 The input pipeline is measured alone: images/s that `training_dataset` delivers
 (augmentation and task transforms included) for each task set of the modes,
 iterated without training, and the task transforms' own cost per batch
 (`make_task_batch` in a `tf.function` on a fixed batch).
+
+`run_breakdown` times the pieces of one mode's step (forward, one backward of
+the weighted loss, one backward per task, the meta batch's forward and
+backward, `model.lambda_gradient`) to show what bounds it.
 """
 
 import dataclasses
@@ -719,6 +728,8 @@ def _step_pieces(model, batch):
     """
     import tensorflow as tf
 
+    from robust_ssl.tasks.base import sparse_ce
+
     lambdas = tf.convert_to_tensor(model.lambdas)
     trunk_vars = model.trunk.trainable_variables
     psi = model.psi_variables
@@ -749,11 +760,15 @@ def _step_pieces(model, batch):
         return tf.add_n([tf.reduce_sum(g) for gs in grads for g in gs if g is not None])
 
     def meta_forward_backward(b):
-        meta_loss_fn = model._meta_loss_fn(b)
+        # The lookahead's functional forward (as the model's meta loss) at ψ.
         params = [v.value for v in psi]
+        n_trunk = len(trunk_vars)
+        frozen = [v.value for v in model.trunk.non_trainable_variables]
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = meta_loss_fn(params)
+            features, _ = model.trunk.stateless_call(params[:n_trunk], frozen, b["meta/image"], training=True)
+            logits, _ = model.classifier.stateless_call(params[n_trunk:], [], features)
+            loss = tf.reduce_mean(sparse_ce(b["meta/label"], logits))
         return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, params)])
 
     pieces = {
