@@ -5,6 +5,7 @@ the command line, e.g. `--config.train.epochs=1 --config.tasks=rotation,color`.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from robust_ssl.tasks import TASKS
 
@@ -56,7 +57,10 @@ def get_config():
     config.train.momentum = 0.9
     config.train.nesterov = True
     config.train.weight_decay = 5e-4
-    config.train.jit_compile = False  # XLA did not speed up these steps on CPU
+    # XLA: "auto" = on a single GPU/TPU; off on CPUs, where it slows these steps
+    # down (docs/performance.md), and under tf.distribute (Keras' rule).
+    # True/False force it; True works under MirroredStrategy too.
+    config.train.jit_compile = config_dict.FieldReference("auto", field_type=object)
     # Keras dtype policy: "float32" | "mixed_bfloat16" | "mixed_float16" | "float64"
     config.train.precision = "float32"
     config.train.eval_every_epoch = True  # clean test accuracy in the per-epoch log

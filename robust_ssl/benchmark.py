@@ -3,7 +3,7 @@
 A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
 `MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
 it for training, and `model.train_step` — wrapped in `tf.function` as Keras `fit`
-wraps it, honouring `jit_compile` — is timed on one fixed, pre-built batch (so
+wraps it; with `jit_compile` XLA compiles its computations — is timed on one fixed, pre-built batch (so
 data loading is measured separately) after warm-up steps, with the AutoML meta
 step active from step 0. Per mode the benchmark reports:
 
@@ -404,7 +404,10 @@ def mode_config(base, mode, settings):
     config.model.depth = settings.depth
     config.model.width = settings.width
     config.train.batch_size = settings.batch_size
-    config.train.jit_compile = bool(settings.jit_compile if mode.jit_compile is None else mode.jit_compile)
+    with config.ignore_type():  # the field takes True, False or "auto" (configs/default.py)
+        config.train.jit_compile = bool(
+            settings.jit_compile if mode.jit_compile is None else mode.jit_compile
+        )
     config.automl.enabled = mode.automl is not None
     config.automl.mode = mode.automl or "fast"
     config.automl.meta_every = int(mode.meta_every or settings.meta_every)
@@ -482,7 +485,9 @@ class ModeRunner:
         self.jit = bool(config.train.jit_compile)
         self.automl = bool(config.automl.enabled)
         self.k = int(config.automl.meta_every) if self.automl else 1
-        self.step_fn = tf.function(self.model.train_step, jit_compile=self.jit)
+        # As `fit` runs it: a plain tf.function; with jit_compile the model has
+        # XLA compile the step's computations (see `RobustSSLModel._xla`).
+        self.step_fn = tf.function(self.model.train_step)
         start = time.perf_counter()
         graph = self.step_fn.get_concrete_function(self.batch).graph
         self.trace_s = time.perf_counter() - start

@@ -3,7 +3,7 @@
 import json
 import os
 
-from robust_ssl.errors import ConfigError
+from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
 from robust_ssl.models import check_depth
 from robust_ssl.tasks import TASKS, parse_task_names
 
@@ -50,6 +50,11 @@ def validate(config):
 
     if config.get("distribute", "none") not in STRATEGIES:
         raise ConfigError(f"distribute must be one of {STRATEGIES}; got {config.distribute!r}")
+    jit_compile = train.get("jit_compile", "auto")
+    if jit_compile not in (True, False, "auto"):
+        raise ConfigError(f"train.jit_compile must be True, False or 'auto'; got {jit_compile!r}")
+    if jit_compile is True and config.model.get("sync_batch_norm") and config.get("distribute") != "none":
+        raise ConfigError(SYNC_BN_XLA_ERROR)
     precisions = ("float32", "mixed_bfloat16", "mixed_float16", "float64")
     if train.get("precision", "float32") not in precisions:
         raise ConfigError(f"train.precision must be one of {precisions}; got {train.precision!r}")

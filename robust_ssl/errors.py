@@ -15,3 +15,9 @@ class ConfigError(UserError, ValueError):
 
 class TrainingDivergedError(UserError, RuntimeError):
     """A loss or the λ gradient became NaN/Inf; the last checkpoint is kept."""
+
+
+SYNC_BN_XLA_ERROR = (
+    "model.sync_batch_norm all-reduces inside the forward pass, which XLA cannot "
+    "compile: with several replicas turn off train.jit_compile or model.sync_batch_norm"
+)

@@ -11,13 +11,14 @@ moving averages, so inference statistics are those of clean images. Other
 forwards and the lookahead run through `stateless_call` and drop their updates.
 """
 
+import contextlib
 import functools
 
 import keras
 import tensorflow as tf
 
 from robust_ssl import meta
-from robust_ssl.errors import ConfigError
+from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
 from robust_ssl.models import build_wide_resnet, feature_dim, linear_head
 from robust_ssl.tasks import make_tasks
 from robust_ssl.tasks.base import sparse_ce
@@ -144,6 +145,8 @@ class RobustSSLModel(keras.Model):
         self._task_loss_trackers = [keras.metrics.Mean(name=f"{n}_loss") for n in self.task_names]
         self._meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self._accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # The step's XLA-compiled computations (see `_xla`), out of Keras' tracking.
+        object.__setattr__(self, "_xla_functions", {})
         self.build((None, *self.image_shape))
 
     def _initial_lambdas(self, lambdas):
@@ -317,12 +320,66 @@ class RobustSSLModel(keras.Model):
         with tf.control_dependencies([d for d in dependencies if d is not None]):
             return [None if t is None else tf.identity(t) for t in tensors]
 
-    def _fixed_step(self, batch):
+    # ---------------------------------------------------------- XLA
+    def _xla(self, fn):
+        """`fn` compiled by XLA (on the calling replica's device) if `jit_compile`.
+
+        With `jit_compile`, XLA compiles the step's computation — forward and
+        backward passes, the lookahead — and not the whole step, which Keras
+        would compile: all-reduces, optimiser updates and the NaN/Inf checks
+        stay outside XLA. Whole-step XLA cannot reach the other replicas'
+        variables under `MirroredStrategy` ("Trying to access resource …
+        located in device …:1 from device …:0", keras-team/keras#19005; why
+        Keras' `jit_compile="auto"` turns XLA off under `tf.distribute`), and
+        XLA drops `tf.debugging.Assert`, so a diverging run would go on
+        silently.
+
+        Args:
+          fn: a method computing on one replica's data, without collectives.
+
+        Returns:
+          A callable with `fn`'s signature.
+        """
+        if not self.jit_compile or self.run_eagerly:
+            return fn
+        if self.sync_batch_norm and self._num_replicas() > 1:
+            raise ConfigError(SYNC_BN_XLA_ERROR)
+        name = fn.__name__
+        if name not in self._xla_functions:
+            self._xla_functions[name] = tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return self._xla_functions[name]
+
+    @contextlib.contextmanager
+    def _without_whole_step_xla(self):
+        """Keras builds its step functions without XLA inside this block."""
+        jit_compile, self._jit_compile = self._jit_compile, False
+        try:
+            yield
+        finally:
+            self._jit_compile = jit_compile
+
+    def make_predict_function(self, force=False):
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            return super().make_predict_function(force)
+        with self._without_whole_step_xla():  # see `_xla`
+            return super().make_predict_function(force)
+
+    def make_test_function(self, force=False):
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            return super().make_test_function(force)
+        with self._without_whole_step_xla():  # see `_xla`
+            return super().make_test_function(force)
+
+    # ---------------------------------------------------------- steps
+    def _fixed_gradients(self, batch):
         lambdas = tf.convert_to_tensor(self.lambdas)
         with tf.GradientTape() as tape:
             losses, logits = self.task_losses(batch)
             total = self._weighted_loss(losses, lambdas)
-        grads = tape.gradient(total, self.network_variables)
+        return tape.gradient(total, self.network_variables), losses, logits
+
+    def _fixed_step(self, batch):
+        grads, losses, logits = self._xla(self._fixed_gradients)(batch)
         return grads, losses, logits, tf.zeros([], self.lambdas.dtype)
 
     def _per_task_gradients(self, batch, update_stats=True):
@@ -335,6 +392,17 @@ class RobustSSLModel(keras.Model):
           (losses, logits, main_grads over ψ, per-task grads over ψ with None on
           the main head, per-task grads over each task's own head).
         """
+        losses, logits, main_grads, trunk_task_grads, head_task_grads = self._xla(
+            self._local_per_task_gradients
+        )(batch, update_stats)
+        main_grads, trunk_task_grads, head_task_grads = self._all_reduce(
+            (main_grads, trunk_task_grads, head_task_grads)
+        )
+        cls_vars = self.classifier.trainable_variables
+        psi_task_grads = [g + [None] * len(cls_vars) for g in trunk_task_grads]
+        return losses, logits, main_grads, psi_task_grads, head_task_grads
+
+    def _local_per_task_gradients(self, batch, update_stats):
         trunk_vars = self.trunk.trainable_variables
         cls_vars = self.classifier.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
@@ -346,14 +414,15 @@ class RobustSSLModel(keras.Model):
             trunk_task_grads.append(grads[: len(trunk_vars)])
             head_task_grads.append(grads[len(trunk_vars) :])
         del tape
-        main_grads, trunk_task_grads, head_task_grads = self._all_reduce(
-            (main_grads, trunk_task_grads, head_task_grads)
-        )
-        psi_task_grads = [g + [None] * len(cls_vars) for g in trunk_task_grads]
-        return losses, logits, main_grads, psi_task_grads, head_task_grads
+        return losses, logits, main_grads, trunk_task_grads, head_task_grads
 
     def _fast_hypergradient(self, batch, main_grads, psi_task_grads):
-        d_lambda, meta_loss = meta.hypergradient(
+        d_lambda, meta_loss = self._xla(self._local_hypergradient)(batch, main_grads, psi_task_grads)
+        return self._all_reduce(d_lambda), meta_loss
+
+    def _local_hypergradient(self, batch, main_grads, psi_task_grads):
+        """This replica's share of ∂L_meta/∂λ from the all-reduced task gradients."""
+        return meta.hypergradient(
             self._meta_loss_fn(batch),
             [v.value for v in self.psi_variables],
             main_grads,
@@ -361,7 +430,6 @@ class RobustSSLModel(keras.Model):
             tf.convert_to_tensor(self.lambdas),
             self._alpha(),
         )
-        return self._all_reduce(d_lambda), meta_loss
 
     def _naive_hypergradient(self, batch, lambdas, update_stats=True):
         """Algorithm 1 literally: backprop through the inner gradient (second order)."""
@@ -468,6 +536,10 @@ class RobustSSLModel(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
+        with self._without_whole_step_xla():  # XLA compiles the computation only, see `_xla`
+            return self._make_train_function(force)
+
+    def _make_train_function(self, force):
         if not (self.automl and self.tasks):
             return super().make_train_function(force)
         if self.steps_per_execution != 1:

@@ -28,22 +28,37 @@ def set_precision(name):
     keras.config.set_dtype_policy(name)
 
 
+from robust_ssl.model import RobustSSLModel  # noqa: E402
 from robust_ssl.train import train_and_evaluate  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
+XLA_COMPILED = set()  # names of the step's computations XLA compiled
+_xla = RobustSSLModel._xla
 
-def run(distribute, steps, automl, precision):
+
+def _recording_xla(self, fn):
+    compiled = _xla(self, fn)
+    if compiled is not fn:
+        XLA_COMPILED.add(fn.__name__)
+    return compiled
+
+
+RobustSSLModel._xla = _recording_xla
+
+
+def run(distribute, steps, automl, precision, jit_compile=False, sync_batch_norm=True):
     config = tiny_config(
         "rotation,color,ir,bir" if automl else "rotation,ir",
         automl=automl,
         **{
             "distribute": distribute,
             "devices": "/cpu:0,/cpu:1" if distribute == "mirrored" else "",
-            "model.sync_batch_norm": True,
+            "model.sync_batch_norm": sync_batch_norm,
             "train.epochs": 1,
             "train.steps_per_epoch": steps,
             "train.eval_every_epoch": False,
             "train.precision": precision,
+            "train.jit_compile": jit_compile,
             "automl.warmup_epochs": 0,
             "automl.meta_every": 2,  # alternate meta and fixed-λ steps
             "train.learning_rate": float(os.environ.get("EQ_LR", "0.1")),
@@ -57,28 +72,45 @@ def run(distribute, steps, automl, precision):
     return model, results
 
 
-def compare(steps, automl, precision):
-    set_precision(precision)  # for loading the saved models; training sets it from the config
-    single, r1 = run("none", steps, automl, precision)
-    double, r2 = run("mirrored", steps, automl, precision)
+def compare(steps, automl, precision, jit_compile=False):
+    """1 device vs 2 replicas; with `jit_compile`, 2 replicas without vs with XLA.
+
+    Synchronised batch norm all-reduces inside the forward, which per-replica
+    XLA cannot hold, so the XLA comparison runs without it (and so cannot
+    compare against one device).
+    """
+    # for loading the saved models; training sets the policy from the config
+    set_precision("float64" if precision == "float64" else "float32")
+    if jit_compile:
+        single, r1 = run("mirrored", steps, automl, precision, False, sync_batch_norm=False)
+        double, r2 = run("mirrored", steps, automl, precision, True, sync_batch_norm=False)
+    else:
+        single, r1 = run("none", steps, automl, precision)
+        double, r2 = run("mirrored", steps, automl, precision)
     weights = max(
         float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(single.weights, double.weights)
     )
     return {
-        "case": f"{steps}:{'automl' if automl else 'fixed'}:{precision}",
+        "case": f"{steps}:{'automl' if automl else 'fixed'}:{precision}:{jit_compile}",
         "weights": weights,
         "lambdas": float(np.max(np.abs(single.lambdas.numpy() - double.lambdas.numpy()))),
         "lambda_moved": float(np.max(np.abs(single.lambdas.numpy() - 0.5))),
+        "finite": bool(
+            all(np.all(np.isfinite(w.numpy())) for w in list(single.weights) + list(double.weights))
+        ),
+        "test_accuracy": [r1["test_accuracy"], r2["test_accuracy"]],
+        "xla_compiled": sorted(XLA_COMPILED),
         "steps": [r1["steps"], r2["steps"]],
         "replicas": [r1["replicas"], r2["replicas"]],
     }
 
 
 def main():
-    """Args: cases like `1:fixed:float64 10:automl:float32`."""
+    """Args: cases like `1:fixed:float64 10:automl:float32 2:automl:mixed_bfloat16:xla`."""
     for case in sys.argv[1:]:
-        steps, kind, precision = case.split(":")
-        print(json.dumps(compare(int(steps), kind == "automl", precision)), flush=True)
+        steps, kind, precision, *xla = case.split(":")
+        result = compare(int(steps), kind == "automl", precision, jit_compile=xla == ["xla"])
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

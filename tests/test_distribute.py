@@ -9,12 +9,14 @@ import pytest
 
 from robust_ssl import distribute
 from robust_ssl.errors import ConfigError
-from tests.conftest import REPO
+from robust_ssl.model import RobustSSLModel
+from tests.conftest import REPO, tiny_config
 
 
 def run_case(case):
     # One process per case: logical devices must be set before TensorFlow
-    # starts, and two MirroredStrategy runs in one process share collectives.
+    # starts, and MirroredStrategy runs in one process share collective keys
+    # (a float64 run then a bfloat16 run fails on a dtype mismatch).
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "_replica_equivalence.py"), case],
         capture_output=True,
@@ -42,6 +44,43 @@ def test_two_replicas_in_float32_agree_to_round_off():
     r = run_case("1:fixed:float32")
     assert r["replicas"] == [1, 2]
     assert r["weights"] < 1e-4, r
+
+
+@pytest.mark.slow
+def test_xla_and_bfloat16_work_under_mirrored_strategy():
+    """`train.jit_compile` with 2 replicas compiles each replica's computation
+    (Keras' whole-step XLA cannot reach the other replica's variables) and
+    computes what the same run without XLA computes: to float64 round-off, and
+    to bfloat16 round-off with `mixed_bfloat16` (2 steps: one meta, one fixed)."""
+    exact, bf16 = run_case("2:automl:float64:xla"), run_case("2:automl:mixed_bfloat16:xla")
+    for r in (exact, bf16):
+        assert r["replicas"] == [2, 2] and r["steps"] == [2, 2] and r["finite"], r
+        assert r["xla_compiled"] == [
+            "_fixed_gradients",
+            "_local_hypergradient",
+            "_local_per_task_gradients",
+        ], r
+        assert r["lambda_moved"] > 1e-4, r
+    assert exact["weights"] < 1e-10 and exact["lambdas"] < 1e-12, exact
+    # bfloat16 keeps ~3 significant digits; XLA fuses and rounds differently.
+    assert bf16["weights"] < 0.1 and bf16["lambdas"] < bf16["lambda_moved"], bf16
+
+
+def test_sync_batch_norm_with_xla_under_replicas_is_refused(monkeypatch):
+    from robust_ssl.config_utils import validate
+
+    config = tiny_config("rotation", **{"distribute": "mirrored", "model.sync_batch_norm": True})
+    config.train.jit_compile = True
+    with pytest.raises(ConfigError, match="turn off train.jit_compile or model.sync_batch_norm"):
+        validate(config)
+    config.train.jit_compile = "auto"  # Keras turns XLA off under tf.distribute
+    validate(config)
+    # The model refuses it too, where it is built outside the config path.
+    model = RobustSSLModel(depth=10, width=1, tasks=("rotation",), sync_batch_norm=True)
+    model.compile(optimizer="sgd", jit_compile=True)
+    monkeypatch.setattr(model, "_num_replicas", lambda: 2)
+    with pytest.raises(ConfigError, match="turn off train.jit_compile"):
+        model._xla(model._fixed_gradients)
 
 
 def test_batch_sizes_must_divide_by_replicas():

@@ -115,12 +115,16 @@ def test_workdir_holding_another_run_is_refused_unless_overwrite(tmp_path):
     assert results["tasks"] == ["ir"]
 
 
-def test_nan_lambda_gradient_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+# XLA drops tf.debugging.Assert: with jit_compile the checks must stay outside it.
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_nan_lambda_gradient_stops_with_a_clear_error_and_keeps_the_checkpoint(
+    tmp_path, monkeypatch, jit_compile
+):
     def nan_hypergradient(meta_loss_fn, params, main_grads, task_grads, lambdas, alpha):
         return lambdas * np.nan, tf.constant(0.0)
 
     monkeypatch.setattr(meta, "hypergradient", nan_hypergradient)
-    config = tiny_config("rotation", automl=True, **{"train.epochs": 3})
+    config = tiny_config("rotation", automl=True, **{"train.epochs": 3, "train.jit_compile": jit_compile})
     with pytest.raises(TrainingDivergedError, match=r"λ gradient.*'lambdas'.*step.*2"):
         train.train_and_evaluate(config, str(tmp_path))
     checkpoint = tmp_path / "checkpoints" / "epoch_001.keras"
@@ -130,13 +134,15 @@ def test_nan_lambda_gradient_stops_with_a_clear_error_and_keeps_the_checkpoint(t
     assert restored.lambda_values() == {"rotation": 0.5}
 
 
-def test_nan_task_loss_names_the_task(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_nan_task_loss_names_the_task(tmp_path, monkeypatch, jit_compile):
     def nan_loss(self, targets, predictions):
         return tf.fill([tf.shape(targets)[0]], np.nan)
 
     monkeypatch.setattr(RotationTask, "per_example_loss", nan_loss)
+    config = tiny_config("rotation,ir", **{"train.jit_compile": jit_compile})
     with pytest.raises(TrainingDivergedError, match="loss of 'rotation' at step"):
-        train.train_and_evaluate(tiny_config("rotation,ir"), str(tmp_path))
+        train.train_and_evaluate(config, str(tmp_path))
 
 
 # ---------------------------------------------------------------- data sources
