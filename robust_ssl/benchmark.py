@@ -3,9 +3,9 @@
 A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
 `MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
 it for training, and `model.train_step` — wrapped in `tf.function` as Keras `fit`
-wraps it; with `jit_compile` XLA compiles its computations — is timed on one fixed, pre-built batch (so
-data loading is measured separately) after warm-up steps, with the AutoML meta
-step active from step 0. Per mode the benchmark reports:
+wraps it; with `jit_compile` XLA compiles its computations — is timed on one
+fixed, pre-built batch (so data loading is measured separately) after warm-up
+steps, with the AutoML meta step active from step 0. Per mode the benchmark reports:
 
 - ms per step: the median over the timed steps and the spread (quartiles, min,
   max). With `meta_every = k > 1` the per-step figure is amortised over a cycle

@@ -432,7 +432,10 @@ class RobustSSLModel(keras.Model):
         )
 
     def _naive_hypergradient(self, batch, lambdas, update_stats=True):
-        """Algorithm 1 literally: backprop through the inner gradient (second order)."""
+        """Algorithm 1 literally: backprop through the inner gradient (second order).
+
+        Never XLA-compiled (see `_xla`): its all-reduce sits inside the outer tape.
+        """
         psi = self.psi_variables
         lambdas = tf.convert_to_tensor(lambdas)
         with tf.GradientTape() as outer:
