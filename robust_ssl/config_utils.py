@@ -16,6 +16,22 @@ def task_lambdas(config):
     return [float(config.task_weights[name]) for name in names]
 
 
+def holdout_corruptions(validation):
+    """The corruption names and severities of `automl.validation` ("corrupted_holdout").
+
+    Raises:
+      ConfigError: a severity that is not an integer.
+    """
+    names = [n.strip() for n in str(validation.corruptions).split(",") if n.strip()]
+    try:
+        severities = [int(s) for s in str(validation.severities).split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"automl.validation.severities must be integers within 1..5; got {validation.severities!r}"
+        ) from None
+    return names, severities
+
+
 def validate(config):
     """Raises ConfigError with one clear line for any invalid setting.
 
@@ -75,12 +91,12 @@ def validate(config):
         if automl.validation.source == "corrupted_holdout":
             from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, SEVERITIES
 
-            for name in automl.validation.corruptions.split(","):
-                if name.strip() not in ALL_CORRUPTIONS:
-                    raise ConfigError(f"automl.validation.corruptions: unknown corruption {name.strip()!r}")
-            for sev in str(automl.validation.severities).split(","):
-                if not sev.strip().isdigit() or int(sev) not in SEVERITIES:
-                    raise ConfigError(f"automl.validation.severities must be within 1..5; got {sev!r}")
+            names, severities = holdout_corruptions(automl.validation)
+            for name in names:
+                if name not in ALL_CORRUPTIONS:
+                    raise ConfigError(f"automl.validation.corruptions: unknown corruption {name!r}")
+            if not set(severities) <= set(SEVERITIES):
+                raise ConfigError(f"automl.validation.severities must be within 1..5; got {severities}")
         if automl.validation.source not in VALIDATION_SOURCES:
             raise ConfigError(
                 f"automl.validation.source must be one of {VALIDATION_SOURCES}; "

@@ -350,24 +350,29 @@ class RobustSSLModel(keras.Model):
         return self._xla_functions[name]
 
     @contextlib.contextmanager
-    def _without_whole_step_xla(self):
-        """Keras builds its step functions without XLA inside this block."""
-        jit_compile, self._jit_compile = self._jit_compile, False
+    def _without_whole_step_xla(self, only_if_distributed=False):
+        """Keras builds its step functions without XLA inside this block.
+
+        Args:
+          only_if_distributed: keep Keras' XLA on a single replica.
+        """
+        keep = only_if_distributed and self.distribute_strategy.num_replicas_in_sync == 1
+        jit_compile = self._jit_compile
+        if not keep:
+            self._jit_compile = False
         try:
             yield
         finally:
             self._jit_compile = jit_compile
 
+    # Evaluation and prediction have no per-replica split: whole-step XLA on one
+    # replica (no checks to lose there), none when distributed (see `_xla`).
     def make_predict_function(self, force=False):
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            return super().make_predict_function(force)
-        with self._without_whole_step_xla():  # see `_xla`
+        with self._without_whole_step_xla(only_if_distributed=True):
             return super().make_predict_function(force)
 
     def make_test_function(self, force=False):
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            return super().make_test_function(force)
-        with self._without_whole_step_xla():  # see `_xla`
+        with self._without_whole_step_xla(only_if_distributed=True):
             return super().make_test_function(force)
 
     # ---------------------------------------------------------- steps
@@ -436,18 +441,22 @@ class RobustSSLModel(keras.Model):
 
         Never XLA-compiled (see `_xla`): its all-reduce sits inside the outer tape.
         """
-        psi = self.psi_variables
         lambdas = tf.convert_to_tensor(lambdas)
         with tf.GradientTape() as outer:
             outer.watch(lambdas)
-            with tf.GradientTape() as inner:
-                losses, _ = self.task_losses(batch, update_stats=update_stats)
-                total = self._weighted_loss(losses, lambdas)
-            psi_grads = self._all_reduce(inner.gradient(total, psi))
-            new_psi = meta.lookahead([v.value for v in psi], psi_grads, self._alpha())
-            meta_loss = self._meta_loss_fn(batch)(new_psi)
+            meta_loss = self._lookahead_meta_loss(batch, lambdas, update_stats)
         d_lambda = outer.gradient(meta_loss, lambdas)
         return self._all_reduce(d_lambda), meta_loss
+
+    def _lookahead_meta_loss(self, batch, lambdas, update_stats):
+        """L_meta at ψ' = ψ - α ∇_ψ L_λ, differentiable in `lambdas` (second order)."""
+        psi = self.psi_variables
+        with tf.GradientTape() as inner:
+            losses, _ = self.task_losses(batch, update_stats=update_stats)
+            total = self._weighted_loss(losses, lambdas)
+        psi_grads = self._all_reduce(inner.gradient(total, psi))
+        new_psi = meta.lookahead([v.value for v in psi], psi_grads, self._alpha())
+        return self._meta_loss_fn(batch)(new_psi)
 
     def lambda_gradient(self, batch, mode="fast"):
         """∂L_meta/∂λ at the current weights and λ, changing nothing.
@@ -476,12 +485,8 @@ class RobustSSLModel(keras.Model):
         Returns:
           The scalar meta loss.
         """
-        psi = self.psi_variables
-        with tf.GradientTape() as tape:
-            losses, _ = self.task_losses(batch, update_stats=False)
-            total = self._weighted_loss(losses, tf.convert_to_tensor(lambdas, self.lambdas.dtype))
-        new_psi = meta.lookahead([v.value for v in psi], tape.gradient(total, psi), self._alpha())
-        return self._meta_loss_fn(batch)(new_psi)
+        lambdas = tf.convert_to_tensor(lambdas, self.lambdas.dtype)
+        return self._lookahead_meta_loss(batch, lambdas, update_stats=False)
 
     def _fast_meta_step(self, batch):
         losses, logits, main_grads, psi_task_grads, head_task_grads = self._per_task_gradients(batch)

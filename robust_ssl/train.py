@@ -48,12 +48,9 @@ def meta_validation(config, data):
         record = {"source": val.source, "holdout": holdout}
         meta = data.train.take(holdout)
         if val.source == "corrupted_holdout":
-            meta = _corrupt_holdout(meta, val, config.seed)
-            record.update(
-                corruptions=[n.strip() for n in val.corruptions.split(",") if n.strip()],
-                severities=[int(s) for s in str(val.severities).split(",")],
-                seed=int(config.seed),
-            )
+            names, severities = config_utils.holdout_corruptions(val)
+            meta = _corrupt_holdout(meta, names, severities, config.seed)
+            record.update(corruptions=names, severities=severities, seed=int(config.seed))
         return data.train.skip(holdout), data.num_train - holdout, meta, record
     meta = cifar10c.load_part(
         val.cifar10c_source,
@@ -70,20 +67,13 @@ def meta_validation(config, data):
     return data.train, data.num_train, meta, record
 
 
-def _corrupt_holdout(meta, val, seed):
+def _corrupt_holdout(meta, names, severities, seed):
     """Corrupted copies of the held-out images (the extra corruptions by default)."""
-    import numpy as np
-
     from robust_ssl.data import corruptions
 
-    images, labels = [], []
-    for x, y in meta.as_numpy_iterator():
-        images.append(np.asarray(x, np.uint8))
-        labels.append(y)
-    names = [n.strip() for n in val.corruptions.split(",") if n.strip()]
-    severities = [int(s) for s in str(val.severities).split(",")]
+    images, labels = pipeline.to_arrays(meta)
     logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
-    x, y = corruptions.corrupted_holdout(np.stack(images), np.asarray(labels), names, severities, seed=seed)
+    x, y = corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
     return tf.data.Dataset.from_tensor_slices((x, y))
 
 
@@ -184,8 +174,7 @@ def _prepare_workdir(config, workdir):
     if changed:  # overwrite: drop the other run's resume state and logs
         import shutil
 
-        for name in ("checkpoints",):
-            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
         for name in ("metrics.csv", "lambdas.csv", "results.json"):
             if os.path.exists(os.path.join(workdir, name)):
                 os.remove(os.path.join(workdir, name))
@@ -332,7 +321,3 @@ def train_and_evaluate(config, workdir):
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results
-
-
-# Kept for callers written against the earlier private name.
-_meta_validation = meta_validation

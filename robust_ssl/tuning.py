@@ -4,7 +4,7 @@
 search over the fixed λ_i of `config.tasks` (and optionally the learning rate).
 Every trial trains a fresh model with fixed λ for the trial budget and is
 scored by its accuracy on the *same* validation images the AutoML meta loss of
-`config.automl.validation` would use (`train._meta_validation`): the held-out
+`config.automl.validation` would use (`train.meta_validation`): the held-out
 training images (clean or corrupted) are removed from the trial's training set
 exactly as an AutoML run removes them, so a search and an AutoML run see the
 same data and compete fairly.
@@ -135,7 +135,7 @@ def _copy(config):
 def load_search_data(config):
     """Loads the data and splits off the validation set the AutoML meta loss would use.
 
-    The split is made by `train._meta_validation` itself, on a copy of the
+    The split is made by `train.meta_validation` itself, on a copy of the
     config with `automl.enabled=True`, so that the objective of a fixed-λ trial
     is measured on exactly the images (held out, corrupted, or CIFAR-10-C) an
     AutoML run with the same `automl.validation` settings validates λ on, and
@@ -158,7 +158,7 @@ def load_search_data(config):
     # validate() checks automl.validation only where AutoML is on: check it here.
     config_utils.validate(meta_config)
     data = datasets.load_data(config.data)
-    train_examples, num_train, validation, record = train_lib._meta_validation(meta_config, data)
+    train_examples, num_train, validation, record = train_lib.meta_validation(meta_config, data)
     cardinality = int(validation.cardinality())
     num_validation = cardinality if cardinality >= 0 else None
     record = dict(record, num_images=num_validation)

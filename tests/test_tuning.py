@@ -171,7 +171,7 @@ def test_validation_set_is_the_one_train_builds_for_automl():
     config = small_config()
     assert not config.automl.enabled
     data = tuning.load_search_data(config)
-    _, num_train, meta, record = train._meta_validation(
+    _, num_train, meta, record = train.meta_validation(
         small_config(**{"automl.enabled": True}), datasets.load_data(config.data)
     )
     ours = list(data.validation.as_numpy_iterator())
