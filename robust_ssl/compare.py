@@ -23,10 +23,10 @@ Nothing here imports TensorFlow: a comparison of finished runs takes a second.
 """
 
 import dataclasses
-import json
 import os
 
 from robust_ssl.errors import UserError
+from robust_ssl.evaluate import read_json
 
 SEARCH_FILE = "search.json"  # robust_ssl.tuning.SEARCH_FILE (not imported: it needs keras-tuner)
 FIGSIZE_PER_RUN = (4.2, 3.6)
@@ -78,16 +78,12 @@ class RunSummary:
     notes: list = dataclasses.field(default_factory=list)
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-
-
 def _task_names(tasks):
-    """Task names of a config's comma-separated `tasks` string."""
+    """Task names of a config's comma-separated `tasks` string.
+
+    Not `robust_ssl.tasks.parse_task_names`: that imports TensorFlow and refuses
+    names this version does not know, and a comparison reads other versions' runs.
+    """
     return [t.strip() for t in str(tasks or "").split(",") if t.strip()]
 
 
@@ -118,7 +114,7 @@ def _robustness(path, summary):
     summary.corruption_accuracy = result["summary"]["mean_accuracy_all"]
     summary.corruption_cells = len(result["cells"])
     if found[0].endswith(".json"):
-        settings = _read_json(os.path.join(path, found[0])).get("settings") or {}
+        settings = read_json(os.path.join(path, found[0])).get("settings") or {}
         summary.corruption_source = settings.get("source")
 
 
@@ -135,7 +131,7 @@ def _device(record):
 
 
 def _load_search(path, name):
-    state = _read_json(os.path.join(path, SEARCH_FILE))
+    state = read_json(os.path.join(path, SEARCH_FILE))
     best = state.get("best")
     tasks = list(state.get("tasks") or [])
     device, count = _device(state)
@@ -176,13 +172,13 @@ def _load_training_run(path, name):
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise UserError(f"{path} holds neither a training run (config.json) nor a λ search ({SEARCH_FILE})")
-    config = _read_json(config_path)
+    config = read_json(config_path)
     tasks = _task_names(config.get("tasks"))
     weights = config.get("task_weights") or {}
     configured = {t: float(weights[t]) for t in tasks if t in weights}
     automl = bool((config.get("automl") or {}).get("enabled")) and bool(tasks)
     results_path = os.path.join(path, "results.json")
-    results = _read_json(results_path) if os.path.isfile(results_path) else None
+    results = read_json(results_path) if os.path.isfile(results_path) else None
     trajectory = _trajectory(path)
     if not tasks:
         kind, method = "baseline", "no tasks"

@@ -119,18 +119,26 @@ def write(config, workdir):
 
 
 # Settings that may change between a run and its resumption.
-_RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
+RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
 
 
-def _flatten(d, prefix=""):
+def flatten(config, prefix=""):
+    """{"a.b": value} of a nested dict or ConfigDict."""
     out = {}
-    for k, v in d.items():
+    for k, v in config.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+        if hasattr(v, "items"):  # a dict or a ConfigDict
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
+
+
+def changed_keys(saved, current):
+    """Dotted keys whose values differ between two config dicts, except `RESUME_FREE_KEYS`."""
+    saved, current = flatten(saved), flatten(current)
+    keys = sorted(set(saved) | set(current))
+    return [k for k in keys if k not in RESUME_FREE_KEYS and saved.get(k) != current.get(k)]
 
 
 def differences(config, workdir):
@@ -139,7 +147,4 @@ def differences(config, workdir):
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        saved = _flatten(json.load(f))
-    current = _flatten(to_dict(config))
-    keys = sorted(set(saved) | set(current))
-    return [k for k in keys if k not in _RESUME_FREE_KEYS and saved.get(k) != current.get(k)]
+        return changed_keys(json.load(f), to_dict(config))

@@ -63,18 +63,21 @@ class Exclusion:
     note: str = ""
 
 
+def read_json(path):
+    """Reads a JSON file; a missing or broken file is one `UserError` line."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+
+
 def load_meta_validation(run_dir):
     """Reads <run_dir>/meta_validation.json; None when the run has none."""
     if not run_dir:
         return None
     path = os.path.join(run_dir, "meta_validation.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+    return read_json(path) if os.path.exists(path) else None
 
 
 def _is_cifar10_test(data_config):

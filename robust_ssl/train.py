@@ -242,9 +242,11 @@ def train_and_evaluate(config, workdir):
     if initial_epoch:
         logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
 
+    train_arrays = pipeline.to_arrays(train_examples)  # read once, also for every worker's pipeline
+
     def train_dataset():
         return pipeline.training_dataset(
-            train_examples,
+            train_arrays,
             model.tasks,
             batch_size,
             seed=config.seed,

@@ -29,12 +29,12 @@ import csv
 import dataclasses
 import datetime
 import importlib.util
-import json
 import os
 import time
 
 from robust_ssl import config_utils
 from robust_ssl.errors import ConfigError, UserError
+from robust_ssl.evaluate import read_json, write_json
 from robust_ssl.tasks import parse_task_names
 
 OBJECTIVE = "val_accuracy"
@@ -47,8 +47,6 @@ BEST_LAMBDAS_FILE = "best_lambdas.json"
 BEST_CONFIG_FILE = "best_config.py"
 LEARNING_RATE = "learning_rate"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Keys that may change between a search and its resumption.
-_RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
 
 
 def lambda_hp_name(task):
@@ -102,7 +100,8 @@ class SearchData:
     """The data every trial shares (loaded once per search).
 
     Attributes:
-      train: (uint8 image, label) training examples, without the held-out ones.
+      train: (images, labels) arrays of the training examples without the
+        held-out ones (`pipeline.to_arrays`), read once for all trials.
       num_train: their number.
       validation: (image, label) examples of the objective: the AutoML
         meta-validation set of the config.
@@ -151,7 +150,7 @@ def load_search_data(config):
       UserError: data not available, bad hold-out size.
     """
     from robust_ssl import train as train_lib
-    from robust_ssl.data import datasets
+    from robust_ssl.data import datasets, pipeline
 
     meta_config = _copy(config)
     meta_config.automl.enabled = True
@@ -163,7 +162,7 @@ def load_search_data(config):
     num_validation = cardinality if cardinality >= 0 else None
     record = dict(record, num_images=num_validation)
     return SearchData(
-        train=train_examples,
+        train=pipeline.to_arrays(train_examples),  # read once for all trials
         num_train=int(num_train),
         validation=validation,
         num_validation=num_validation,
@@ -283,18 +282,20 @@ def make_hypermodel(config, space=None, epochs=None, steps_per_epoch=None, data=
             trial = self.trial_config(hp)
             data = self.data()
             steps = trial.train.steps_per_epoch
+            # Hyperband continues a trial from the weights of an earlier one:
+            # resume the cosine schedule and the data stream where it stopped.
+            start_step = int(initial_epoch or 0) * steps
             train_ds = pipeline.training_dataset(
                 data.train,
                 model.tasks,
                 trial.train.batch_size,
                 seed=trial.seed,
                 augment_images=trial.data.augment,
+                start_step=start_step,
             )
             val_ds = pipeline.evaluation_dataset(data.validation, trial.train.eval_batch_size)
-            if initial_epoch:
-                # Hyperband continues a trial from the weights of an earlier one:
-                # resume the cosine schedule where that trial stopped.
-                model.optimizer.iterations.assign(int(initial_epoch) * steps)
+            if start_step:
+                model.optimizer.iterations.assign(start_step)
             callbacks = list(callbacks or [])
             if self.on_epoch_end is not None:
                 callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: self.on_epoch_end()))
@@ -385,27 +386,6 @@ def _device():
     return {"kind": "GPU" if gpus else "CPU", "count": 1}
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _load_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path, value):
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 class _Recorder:
     """Keeps <workdir>/search.json current: sessions, wall and CPU time, trial times.
 
@@ -416,7 +396,7 @@ class _Recorder:
 
     def __init__(self, path, header, wall0=None, cpu0=None):
         self.path = path
-        self.state = _load_json(path) if os.path.exists(path) else {}
+        self.state = read_json(path) if os.path.exists(path) else {}
         self.state.update(header)
         self.state.setdefault("sessions", [])
         self.state.setdefault("trials", {})
@@ -460,7 +440,7 @@ class _Recorder:
             cpu_hours=round(cpu / 3600, 6),
             device_hours=round(wall * devices / 3600, 6),
         )
-        _write_json(self.path, self.state)
+        write_json(self.state, self.path)
 
 
 def _recorded(base):
@@ -489,12 +469,7 @@ def _check_resumable(state, header, workdir):
     for key in ("tuner", "space", "epochs", "steps_per_epoch", "seed"):
         if key in state and state[key] != header[key]:
             changed.append(key)
-    saved, current = _flatten(state.get("config", {})), _flatten(header["config"])
-    changed += [
-        f"config.{k}"
-        for k in sorted(set(saved) | set(current))
-        if k not in _RESUME_FREE_KEYS and saved.get(k) != current.get(k)
-    ]
+    changed += [f"config.{k}" for k in config_utils.changed_keys(state.get("config", {}), header["config"])]
     if changed:
         raise UserError(
             f"{workdir} holds a search with other settings ({', '.join(changed[:5])}"
@@ -605,18 +580,6 @@ def load_config_file(config_file):
     return module.get_config(*([arg] if arg else []))
 
 
-def _flat_config(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if hasattr(value, "items") and not isinstance(value, dict):  # a ConfigDict
-            out.update(_flat_config(value, f"{prefix}{key}."))
-        elif isinstance(value, dict):
-            out.update(_flat_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_overrides(base, config):
     """Settings of `config` that differ from `base` (e.g. command-line overrides).
 
@@ -627,7 +590,7 @@ def config_overrides(base, config):
     Returns:
       list of (dotted key, value), in key order.
     """
-    old, new = _flat_config(base), _flat_config(config)
+    old, new = config_utils.flatten(base), config_utils.flatten(config)
     return [(k, new[k]) for k in sorted(new) if k not in old or old[k] != new[k]]
 
 
@@ -669,7 +632,10 @@ def render_best_config(config_file, config, best, description="", output_path=No
     path, arg = split_config_path(config_file)
     base = load_config_file(config_file)
     # Run-time switches (progress bar, overwrite) are not part of the experiment.
-    searched = {f"task_weights.{t}" for t in best["lambdas"]} | {"automl.enabled", *_RESUME_FREE_KEYS}
+    searched = {f"task_weights.{t}" for t in best["lambdas"]} | {
+        "automl.enabled",
+        *config_utils.RESUME_FREE_KEYS,
+    }
     if best.get("learning_rate") is not None:
         searched |= {"train.learning_rate", "train.min_learning_rate"}
     overrides = [(k, v) for k, v in config_overrides(base, config) if k not in searched]
@@ -786,7 +752,7 @@ def search(
         "config": config_utils.to_dict(config),
     }
     if os.path.exists(search_path):
-        _check_resumable(_load_json(search_path), header, workdir)
+        _check_resumable(read_json(search_path), header, workdir)
     elif not overwrite and os.path.isdir(os.path.join(workdir, PROJECT_NAME)):
         raise UserError(
             f"{workdir} holds a keras-tuner project but no {SEARCH_FILE}; use --overwrite to start afresh"
@@ -855,7 +821,7 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
     model.save(os.path.join(workdir, "model.keras"))
     config_utils.write(trial_config, workdir)
-    _write_json(os.path.join(workdir, "meta_validation.json"), data.record)
+    write_json(data.record, os.path.join(workdir, "meta_validation.json"))
 
     best = {
         "trial": best_trial.trial_id,
@@ -870,9 +836,9 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     state["completed_trials"] = sum(r["status"] == "COMPLETED" for r in rows)
     recorder.save()
     _write_trials_csv(os.path.join(workdir, TRIALS_FILE), rows)
-    _write_json(
-        os.path.join(workdir, BEST_LAMBDAS_FILE),
+    write_json(
         {**best, "tasks": task_names, "validation": data.record, "tuner": state["tuner"]},
+        os.path.join(workdir, BEST_LAMBDAS_FILE),
     )
     description = (
         f"The best λ of a {state['tuner']} keras-tuner search in {os.path.abspath(workdir)}\n"

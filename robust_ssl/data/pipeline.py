@@ -123,7 +123,9 @@ def training_dataset(
     train split is 150 MB as uint8).
 
     Args:
-      examples: `tf.data.Dataset` of (image, label) with uint8 or [0, 1] images.
+      examples: `tf.data.Dataset` of (image, label) with uint8 or [0, 1] images,
+        or those read already by `to_arrays` (to build several streams from one
+        read, as a λ search's trials do).
       tasks: list of `Task`.
       batch_size: global batch size (every step is full).
       seed: integer seed of the shuffling, augmentation and task transforms.
@@ -135,7 +137,8 @@ def training_dataset(
     Returns:
       A `tf.data.Dataset` of dicts.
     """
-    train = _indexed_batches(*to_arrays(examples), batch_size, seed, start_step)
+    arrays = examples if isinstance(examples, tuple) else to_arrays(examples)
+    train = _indexed_batches(*arrays, batch_size, seed, start_step)
     if meta_examples is not None:
         meta = _indexed_batches(*to_arrays(meta_examples), meta_batch_size, seed + 1, start_step)
         ds = tf.data.Dataset.zip((train, meta))
