@@ -60,7 +60,8 @@ from robust_ssl.errors import UserError
 
 FOUR_TASKS = ("rotation", "color", "ir", "bir")
 SEVEN_TASKS = ("rotation", "color", "ir", "bir", "inpaint", "rgb", "jigsaw")
-MIXED_PRECISION = {"": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# --mixed_precision -> the precision `robust_ssl.train._set_precision` takes.
+MIXED_PRECISION = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,18 +256,16 @@ def _load():
         return None
 
 
-def trunk_images(batch, tasks, meta_batch_size, is_meta):
-    """Images one training step feeds through the trunk, each task's inputs once.
+def trunk_images(batch, tasks):
+    """Images a plain (non-meta) training step feeds through the trunk, each task's inputs once.
 
     The clean batch counts once (main task, rotation 0° and IR share its
     forward); a task input of shape [B, n, H, W, C] counts n·B (rotation "all":
-    3B), [B, H, W, C] counts B; a meta step adds the meta batch.
+    3B), [B, H, W, C] counts B. A meta step adds its meta batch to this.
 
     Args:
       batch: the training dict (see `robust_ssl.data.pipeline`).
       tasks: the model's `Task`s.
-      meta_batch_size: images of the meta step's validation batch.
-      is_meta: whether the step is a meta step.
 
     Returns:
       The number of images (int).
@@ -276,7 +275,7 @@ def trunk_images(batch, tasks, meta_batch_size, is_meta):
         inputs = batch.get(f"{task.name}/inputs")
         if inputs is not None and not task.uses_clean_input:
             total += math.prod(int(d) for d in inputs.shape[:-3])
-    return total + (int(meta_batch_size) if is_meta else 0)
+    return total
 
 
 # ------------------------------------------------------------------- FLOPs
@@ -313,27 +312,34 @@ def _live_ops(graph):
     return live
 
 
-def _graph_flops(graph, functions, take_then, tally, prune):
+# Ops that run a function: op type -> (attribute naming the function run when
+# `take_then`, the one run otherwise); a call runs the same function either way.
+_FUNCTION_ATTRS = {
+    "If": ("then_branch", "else_branch"),
+    "StatelessIf": ("then_branch", "else_branch"),
+    "PartitionedCall": ("f", "f"),
+    "StatefulPartitionedCall": ("f", "f"),
+}
+
+
+def _op_flops(graph, op):
+    """FLOPs of one op by TF's registered statistics (0 if none); None if a shape is unknown."""
     from tensorflow.python.framework import ops as tf_ops
 
+    try:
+        return int(tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0)
+    except (ValueError, TypeError):  # a shape not fully known
+        return None
+
+
+def _graph_flops(graph, functions, take_then, tally, prune):
     live = _live_ops(graph) if prune else None
     for op in graph.get_operations():
         if live is not None and op.name not in live:
-            try:
-                value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
-            except (ValueError, TypeError):
-                value = None
-            tally["pruned"] += int(value or 0)
+            tally["pruned"] += _op_flops(graph, op) or 0
             continue
-        if op.type in ("If", "StatelessIf"):
-            branch = op.get_attr("then_branch" if take_then else "else_branch").name
-            if branch in functions:
-                _graph_flops(functions[branch], functions, take_then, tally, prune)
-            else:
-                tally["unresolved_functions"] += 1
-            continue
-        if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
-            name = op.get_attr("f").name
+        if op.type in _FUNCTION_ATTRS:
+            name = op.get_attr(_FUNCTION_ATTRS[op.type][0 if take_then else 1]).name
             if name in functions:
                 _graph_flops(functions[name], functions, take_then, tally, prune)
             else:
@@ -342,14 +348,12 @@ def _graph_flops(graph, functions, take_then, tally, prune):
         if op.type in ("While", "StatelessWhile"):
             tally["unresolved_functions"] += 1  # trip count unknown statically
             continue
-        try:
-            value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
-        except (ValueError, TypeError):  # a shape not fully known
+        value = _op_flops(graph, op)
+        if value is None:
             tally["ops_without_shape"] += 1
-            continue
-        if value:
+        elif value:
             kind = "conv_matmul" if ("Conv" in op.type or "MatMul" in op.type) else "other"
-            tally[kind] += int(value)
+            tally[kind] += value
 
 
 def count_flops(graph, take_then=True, prune=True):
@@ -417,13 +421,6 @@ def mode_config(base, mode, settings):
     return config
 
 
-def _set_precision(settings):
-    import keras
-
-    policy = MIXED_PRECISION[settings.mixed_precision]
-    keras.config.set_dtype_policy(policy or "float32")
-
-
 def _example_data(settings, num_train):
     from robust_ssl.data import datasets
 
@@ -444,6 +441,29 @@ def _fixed_batch(model, settings, automl):
         meta_batch_size=settings.meta_batch_size,
     )
     return next(iter(ds))
+
+
+def _build(mode_name, settings, config_dict):
+    """Sets the precision and seed, then builds one mode's model and fixed batch.
+
+    Args:
+      mode_name: key in `MODES`.
+      settings: `Settings`.
+      config_dict: the base experiment config as a plain dict.
+
+    Returns:
+      (the `Mode`, its experiment ConfigDict, the model, the fixed batch).
+    """
+    import keras
+
+    from robust_ssl import train
+
+    mode = MODES[mode_name]
+    train._set_precision(MIXED_PRECISION[settings.mixed_precision])
+    config = mode_config(_base_config(config_dict), mode, settings)
+    keras.utils.set_random_seed(settings.seed)
+    model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
+    return mode, config, model, _fixed_batch(model, settings, mode.automl is not None)
 
 
 def _gpu_memory():
@@ -469,19 +489,11 @@ class ModeRunner:
     """
 
     def __init__(self, mode_name, settings, config_dict):
-        import keras
         import tensorflow as tf
 
-        from robust_ssl import train
-
-        self.mode = MODES[mode_name]
         self.settings = settings
         self.load_start = _load()
-        _set_precision(settings)
-        config = mode_config(_base_config(config_dict), self.mode, settings)
-        keras.utils.set_random_seed(settings.seed)
-        self.model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
-        self.batch = _fixed_batch(self.model, settings, self.mode.automl is not None)
+        self.mode, config, self.model, self.batch = _build(mode_name, settings, config_dict)
         self.jit = bool(config.train.jit_compile)
         self.automl = bool(config.automl.enabled)
         self.k = int(config.automl.meta_every) if self.automl else 1
@@ -491,8 +503,9 @@ class ModeRunner:
         start = time.perf_counter()
         graph = self.step_fn.get_concrete_function(self.batch).graph
         self.trace_s = time.perf_counter() - start
-        self.flops_meta = count_flops(graph, take_then=True)
         self.flops_plain = count_flops(graph, take_then=False)
+        # Without AutoML the step has no meta branch: both counts are the plain step's.
+        self.flops_meta = count_flops(graph, take_then=True) if self.automl else self.flops_plain
         self.times, self.meta_flags, self.cpu_seconds = [], [], 0.0
 
     def _one_step(self):
@@ -557,9 +570,7 @@ class ModeRunner:
                 ms_per_step = stats["mean_ms"]
                 result["note"] = f"timed steps hold no full meta cycle of {k}; ms_per_step is the mean"
         meta_share = (1.0 / k) if self.automl else 0.0
-        imgs_meta = trunk_images(self.batch, model.tasks, settings.meta_batch_size, True)
-        imgs_plain = trunk_images(self.batch, model.tasks, settings.meta_batch_size, False)
-        trunk_per_step = meta_share * imgs_meta + (1.0 - meta_share) * imgs_plain
+        trunk_per_step = trunk_images(self.batch, model.tasks) + meta_share * settings.meta_batch_size
         fm, fp = self.flops_meta, self.flops_plain
         flops = meta_share * fm["total"] + (1.0 - meta_share) * fp["total"]
         conv = meta_share * fm["conv_matmul"] + (1.0 - meta_share) * fp["conv_matmul"]
@@ -655,9 +666,7 @@ def trunk_forward_flops(settings):
 def _time_iterations(iterator, n):
     start = time.perf_counter()
     for _ in range(n):
-        element = next(iterator)
-    # The last element's tensors are ready once `next` returned it.
-    del element
+        next(iterator)  # the element's tensors are ready once `next` returned it
     return time.perf_counter() - start
 
 
@@ -733,48 +742,35 @@ def _step_pieces(model, batch):
     """
     import tensorflow as tf
 
-    from robust_ssl.tasks.base import sparse_ce
-
     lambdas = tf.convert_to_tensor(model.lambdas)
-    trunk_vars = model.trunk.trainable_variables
-    psi = model.psi_variables
-    network = model.network_variables
 
-    def weighted(losses):
-        total = losses[0]
-        for i, loss in enumerate(losses[1:]):
-            total = total + lambdas[i] * loss
-        return total
+    def total(grads):
+        return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
 
     def forward(b):
         losses, _ = model.task_losses(b, update_stats=False)
-        return weighted(losses)
+        return model._weighted_loss(losses, lambdas)
 
     def fixed_gradients(b):
+        # As `model._fixed_gradients`, but without updating the BN statistics.
         with tf.GradientTape() as tape:
             losses, _ = model.task_losses(b, update_stats=False)
-            total = weighted(losses)
-        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, network)])
+            loss = model._weighted_loss(losses, lambdas)
+        return total(tape.gradient(loss, model.network_variables))
 
     def per_task_gradients(b):
-        with tf.GradientTape(persistent=True) as tape:
-            losses, _ = model.task_losses(b, update_stats=False)
-        grads = [tape.gradient(losses[0], psi)]
-        for loss, head in zip(losses[1:], model.task_heads):
-            grads.append(tape.gradient(loss, trunk_vars + head.trainable_variables))
-        return tf.add_n([tf.reduce_sum(g) for gs in grads for g in gs if g is not None])
+        _, _, main_grads, trunk_task_grads, head_task_grads = model._local_per_task_gradients(
+            b, update_stats=False
+        )
+        return total([*main_grads, *(g for gs in trunk_task_grads + head_task_grads for g in gs)])
 
     def meta_forward_backward(b):
-        # The lookahead's functional forward (as the model's meta loss) at ψ.
-        params = [v.value for v in psi]
-        n_trunk = len(trunk_vars)
-        frozen = [v.value for v in model.trunk.non_trainable_variables]
+        # The lookahead's functional forward (the model's meta loss) at ψ.
+        params = [v.value for v in model.psi_variables]
         with tf.GradientTape() as tape:
             tape.watch(params)
-            features, _ = model.trunk.stateless_call(params[:n_trunk], frozen, b["meta/image"], training=True)
-            logits, _ = model.classifier.stateless_call(params[n_trunk:], [], features)
-            loss = tf.reduce_mean(sparse_ce(b["meta/label"], logits))
-        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, params)])
+            loss = model._meta_loss_fn(b)(params)
+        return total(tape.gradient(loss, params))
 
     pieces = {
         "forward": ("forward of all tasks (losses only)", forward),
@@ -801,44 +797,36 @@ def _step_pieces(model, batch):
     return pieces
 
 
-def run_breakdown(mode_name, settings, config_dict, repeats=None):
+def run_breakdown(mode_name, settings, config_dict):
     """Times the pieces of one mode's training step (forward, backward(s), lookahead).
 
     Args:
       mode_name: key in `MODES` (its tasks and AutoML setting are used).
       settings: `Settings` (`steps` timed calls per piece after one warm-up).
       config_dict: the base experiment config as a plain dict.
-      repeats: timed calls per piece (default `settings.steps`).
 
     Returns:
       dict piece name -> {description, median_ms, min_ms, max_ms, flops}.
     """
-    import keras
     import tensorflow as tf
 
-    from robust_ssl import train
-
-    mode = MODES[mode_name]
-    _set_precision(settings)
-    config = mode_config(_base_config(config_dict), mode, settings)
-    keras.utils.set_random_seed(settings.seed)
-    model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
-    batch = _fixed_batch(model, settings, mode.automl is not None)
+    _, config, model, batch = _build(mode_name, settings, config_dict)
     jit = bool(config.train.jit_compile)
     out = {"mode": mode_name, "pieces": {}, "load_start": _load()}
+    pieces = _step_pieces(model, batch)
     compiled, flops, times = {}, {}, {}
-    for name, (_, fn) in _step_pieces(model, batch).items():
+    for name, (_, fn) in pieces.items():
         compiled[name] = tf.function(fn, jit_compile=jit)
         flops[name] = count_flops(compiled[name].get_concrete_function(batch).graph)["total"]
         float(compiled[name](batch))  # warm-up (and tracing)
         times[name] = []
     # Round-robin, so that a drifting machine load affects every piece alike.
-    for _ in range(repeats or settings.steps):
+    for _ in range(settings.steps):
         for name, fn in compiled.items():
             start = time.perf_counter()
             float(fn(batch))
             times[name].append(time.perf_counter() - start)
-    for name, (description, _) in _step_pieces(model, batch).items():
+    for name, (description, _) in pieces.items():
         out["pieces"][name] = {"description": description, **summarize(times[name]), "flops": flops[name]}
     out["load_end"] = _load()
     return out
@@ -849,7 +837,7 @@ def _package_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _in_subprocess(job, timeout=None):
+def _in_subprocess(job):
     """Runs `_child_main` on a job dict in a fresh Python; returns its result."""
     with tempfile.TemporaryDirectory(prefix="robust_ssl_bench_") as tmp:
         job_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
@@ -864,7 +852,6 @@ def _in_subprocess(job, timeout=None):
             capture_output=True,
             text=True,
             env=env,
-            timeout=timeout,
         )
         if proc.returncode != 0 or not os.path.exists(out_path):
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
@@ -967,6 +954,9 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
     }
     checkpoint = checkpoint or (lambda _: None)
 
+    def job(kind, **fields):
+        return {"kind": kind, **fields, "settings": dataclasses.asdict(settings), "config": config_dict}
+
     def report(name, result):
         if "error" in result:
             log(f"  {name} failed: {result['error']}")
@@ -978,9 +968,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
 
     if settings.interleave:
         log(f"modes {', '.join(mode_names)}, interleaved (load {_load()})")
-        job = {"kind": "interleaved", "modes": mode_names, "settings": dataclasses.asdict(settings)}
-        job["config"] = config_dict
-        combined = _dispatch(job, settings.isolate)
+        combined = _dispatch(job("interleaved", modes=mode_names), settings.isolate)
         for name in mode_names:
             results["modes"][name] = combined if "error" in combined else combined[name]
             report(name, results["modes"][name])
@@ -988,13 +976,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
     else:
         for name in mode_names:
             log(f"mode {name}: {MODES[name].description} (load {_load()})")
-            job = {
-                "kind": "mode",
-                "mode": name,
-                "settings": dataclasses.asdict(settings),
-                "config": config_dict,
-            }
-            results["modes"][name] = _dispatch(job, settings.isolate)
+            results["modes"][name] = _dispatch(job("mode", mode=name), settings.isolate)
             report(name, results["modes"][name])
             checkpoint(results)
     reference = results["modes"].get(REFERENCE_MODE, {})
@@ -1004,13 +986,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
     if settings.pipeline:
         task_sets = _task_sets(mode_names)
         log(f"input pipeline: {len(task_sets)} task set(s) (load {_load()})")
-        job = {
-            "kind": "pipeline",
-            "settings": dataclasses.asdict(settings),
-            "config": config_dict,
-            "task_sets": task_sets,
-        }
-        results["pipeline"] = _dispatch(job, settings.isolate)
+        results["pipeline"] = _dispatch(job("pipeline", task_sets=task_sets), settings.isolate)
         if "error" in results["pipeline"]:
             log(f"  failed: {results['pipeline']['error']}")
         else:
@@ -1018,13 +994,7 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
         checkpoint(results)
     for name in breakdown_modes:
         log(f"breakdown of {name} (load {_load()})")
-        job = {
-            "kind": "breakdown",
-            "mode": name,
-            "settings": dataclasses.asdict(settings),
-            "config": config_dict,
-        }
-        results.setdefault("breakdown", {})[name] = _dispatch(job, settings.isolate)
+        results.setdefault("breakdown", {})[name] = _dispatch(job("breakdown", mode=name), settings.isolate)
         checkpoint(results)
     results["environment"]["load_average_end"] = _load()
     return results
@@ -1206,16 +1176,17 @@ def write_report(results, output_dir):
       output_dir: directory (created if needed).
 
     Returns:
-      (json path, markdown path).
+      (json path, markdown path, the markdown text).
     """
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "benchmark.json")
     md_path = os.path.join(output_dir, "benchmark.md")
+    text = markdown(results)
     with open(json_path, "w") as f:
         json.dump(results, f, indent=2)
     with open(md_path, "w") as f:
-        f.write(markdown(results))
-    return json_path, md_path
+        f.write(text)
+    return json_path, md_path, text
 
 
 if __name__ == "__main__":
