@@ -97,6 +97,14 @@ def validate(config):
                     raise ConfigError(f"automl.validation.corruptions: unknown corruption {name!r}")
             if not set(severities) <= set(SEVERITIES):
                 raise ConfigError(f"automl.validation.severities must be within 1..5; got {severities}")
+        holdout = int(automl.validation.holdout)
+        if automl.validation.source in ("train_holdout", "corrupted_holdout") and (
+            holdout < automl.meta_batch_size
+        ):
+            raise ConfigError(
+                f"automl.validation.holdout={holdout} is fewer images than one meta batch "
+                f"(automl.meta_batch_size={automl.meta_batch_size})"
+            )
         if automl.validation.source not in VALIDATION_SOURCES:
             raise ConfigError(
                 f"automl.validation.source must be one of {VALIDATION_SOURCES}; "

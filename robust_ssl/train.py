@@ -24,7 +24,7 @@ from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
 from robust_ssl import config_utils, distribute, loop
-from robust_ssl.data import cifar10c, datasets, pipeline
+from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import parse_task_names
@@ -33,25 +33,61 @@ from robust_ssl.tasks import parse_task_names
 def meta_validation(config, data):
     """Splits off or loads the validation stream of the meta loss.
 
+    A `train_holdout` / `corrupted_holdout` hold-out is drawn by `config.seed`
+    and stratified by class (`splits.stratified_split`): image folders are read
+    class by class, so "the first N images" would be whole classes that
+    training never sees.
+
+    Args:
+      config: the experiment ConfigDict.
+      data: `DataSplits` of the run (its training set is read into memory).
+
     Returns:
-      (train dataset, number of training examples, meta dataset or None, record dict).
+      ((images, labels) arrays of the training examples, meta dataset or None,
+      record dict for meta_validation.json).
+
+    Raises:
+      ConfigError: a hold-out that would leave a class without training images.
     """
+    images, labels = pipeline.to_arrays(data.train)
     if not config.automl.enabled:
-        return data.train, data.num_train, None, {"source": None}
+        return (images, labels), None, {"source": None}
     val = config.automl.validation
     if val.source in ("train_holdout", "corrupted_holdout"):
         holdout = int(val.holdout)
-        if not 0 < holdout < data.num_train:
-            raise ConfigError(f"automl.validation.holdout must be in (0, {data.num_train}); got {holdout}")
-        # The training set is read in a fixed order, so the first `holdout`
-        # examples are the same every run; training never sees them.
-        record = {"source": val.source, "holdout": holdout}
-        meta = data.train.take(holdout)
+        if not 0 < holdout < len(labels):
+            raise ConfigError(f"automl.validation.holdout must be in (0, {len(labels)}); got {holdout}")
+        rest, held = splits.stratified_split(labels, holdout, seed=config.seed)
+        names = data.class_names or [str(i) for i in range(data.num_classes)]
+        train_counts = splits.class_counts(labels[rest], names)
+        held_counts = splits.class_counts(labels[held], names)
+        emptied = [name for name, count in train_counts.items() if count == 0 and held_counts[name]]
+        if emptied:
+            raise ConfigError(
+                f"automl.validation.holdout={holdout} leaves class(es) {', '.join(emptied[:5])} "
+                f"without training images; use a smaller hold-out"
+            )
+        record = {
+            "source": val.source,
+            "holdout": holdout,
+            "split": "stratified by class, drawn by seed",
+            "seed": int(config.seed),
+            "holdout_class_counts": held_counts,
+            "train_class_counts": train_counts,
+        }
+        meta = (images[held], labels[held])
         if val.source == "corrupted_holdout":
-            names, severities = config_utils.holdout_corruptions(val)
-            meta = _corrupt_holdout(meta, names, severities, config.seed)
-            record.update(corruptions=names, severities=severities, seed=int(config.seed))
-        return data.train.skip(holdout), data.num_train - holdout, meta, record
+            corruption_names, severities = config_utils.holdout_corruptions(val)
+            meta = _corrupt_holdout(meta, corruption_names, severities, config.seed)
+            record.update(corruptions=corruption_names, severities=severities)
+        logging.info(
+            "meta-validation hold-out: %d images (%s); training: %d images (%s)",
+            len(held),
+            ", ".join(f"{k} {v}" for k, v in held_counts.items()),
+            len(rest),
+            ", ".join(f"{k} {v}" for k, v in train_counts.items()),
+        )
+        return (images[rest], labels[rest]), tf.data.Dataset.from_tensor_slices(meta), record
     meta = cifar10c.load_part(
         val.cifar10c_source,
         "meta",
@@ -64,17 +100,16 @@ def meta_validation(config, data):
         "per_block": int(val.per_block),
         "corruptions": list(cifar10c.ALL_CORRUPTIONS),
     }
-    return data.train, data.num_train, meta, record
+    return (images, labels), meta, record
 
 
 def _corrupt_holdout(meta, names, severities, seed):
-    """Corrupted copies of the held-out images (the extra corruptions by default)."""
+    """Corrupted copies of the held-out (images, labels) (the extra corruptions by default)."""
     from robust_ssl.data import corruptions
 
-    images, labels = pipeline.to_arrays(meta)
+    images, labels = meta
     logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
-    x, y = corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
-    return tf.data.Dataset.from_tensor_slices((x, y))
+    return corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
 
 
 def _set_precision(precision):
@@ -216,7 +251,8 @@ def train_and_evaluate(config, workdir):
     start, cpu_start = time.time(), time.process_time()
 
     data = datasets.load_data(config.data)
-    train_examples, num_train, meta_examples, meta_record = meta_validation(config, data)
+    train_arrays, meta_examples, meta_record = meta_validation(config, data)
+    num_train = len(train_arrays[1])
     with open(os.path.join(workdir, "meta_validation.json"), "w") as f:
         json.dump(meta_record, f, indent=2)
     batch_size = config.train.batch_size
@@ -241,8 +277,6 @@ def train_and_evaluate(config, workdir):
     start_step = int(model.optimizer.iterations.numpy())
     if initial_epoch:
         logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
-
-    train_arrays = pipeline.to_arrays(train_examples)  # read once, also for every worker's pipeline
 
     def train_dataset():
         return pipeline.training_dataset(

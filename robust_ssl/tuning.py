@@ -150,20 +150,20 @@ def load_search_data(config):
       UserError: data not available, bad hold-out size.
     """
     from robust_ssl import train as train_lib
-    from robust_ssl.data import datasets, pipeline
+    from robust_ssl.data import datasets
 
     meta_config = _copy(config)
     meta_config.automl.enabled = True
     # validate() checks automl.validation only where AutoML is on: check it here.
     config_utils.validate(meta_config)
     data = datasets.load_data(config.data)
-    train_examples, num_train, validation, record = train_lib.meta_validation(meta_config, data)
+    train_arrays, validation, record = train_lib.meta_validation(meta_config, data)
     cardinality = int(validation.cardinality())
     num_validation = cardinality if cardinality >= 0 else None
     record = dict(record, num_images=num_validation)
     return SearchData(
-        train=pipeline.to_arrays(train_examples),  # read once for all trials
-        num_train=int(num_train),
+        train=train_arrays,  # read once for all trials
+        num_train=len(train_arrays[1]),
         validation=validation,
         num_validation=num_validation,
         record=record,

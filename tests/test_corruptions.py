@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from robust_ssl.data import cifar10c, synthetic
+from robust_ssl.data import cifar10c, splits, synthetic
 from robust_ssl.data import corruptions as C
 from robust_ssl.errors import UserError
 
@@ -347,9 +347,13 @@ def test_make_cifar10c_tool_on_an_image_folder(images, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["fog.npy", "jpeg_compression.npy", "labels.npy"]
-    assert np.load(out / "labels.npy").tolist() == [0, 0, 0, 1, 1, 1] * 5
-    # Files are read class by class: images 0, 2, 4 are class_0.
-    clean = images[[0, 2, 4, 1, 3, 5]]
+    # Files are read class by class (images 0, 2, 4 are class_0) and written in
+    # the tool's seeded, stratified order, so no block starts with one class.
+    order = splits.stratified_shuffle([0, 0, 0, 1, 1, 1], seed=3)
+    labels = np.load(out / "labels.npy")
+    assert labels.tolist() == np.asarray([0, 0, 0, 1, 1, 1])[order].tolist() * 5
+    assert labels[:6].tolist() != sorted(labels[:6].tolist())
+    clean = images[[0, 2, 4, 1, 3, 5]][order]
     np.testing.assert_array_equal(np.load(out / "fog.npy")[12:18], C.corrupt(clean, "fog", 3, seed=3))
     bad = _run_tool(f"--output={out}")
     assert bad.returncode == 2

@@ -152,14 +152,18 @@ def test_search_reports_every_trial_and_the_best_one(search):
 
 def test_trials_are_scored_on_the_automl_meta_validation_set(search):
     state = read_json(search["workdir"] / "search.json")
-    assert state["validation"] == {
+    validation = dict(state["validation"])
+    held, trained = validation.pop("holdout_class_counts"), validation.pop("train_class_counts")
+    assert validation == {
         "source": "corrupted_holdout",
         "holdout": 64,
+        "split": "stratified by class, drawn by seed",
         "corruptions": ["gaussian_blur", "saturate"],
         "severities": [1, 5],
         "seed": 0,
         "num_images": 64 * 2 * 2,
     }
+    assert sum(held.values()) == 64 and sum(trained.values()) == 256 - 64
     assert state["num_train"] == 256 - 64  # trials never train on the held-out images
     assert read_json(search["workdir"] / "meta_validation.json")["source"] == "corrupted_holdout"
 
@@ -171,9 +175,10 @@ def test_validation_set_is_the_one_train_builds_for_automl():
     config = small_config()
     assert not config.automl.enabled
     data = tuning.load_search_data(config)
-    _, num_train, meta, record = train.meta_validation(
+    (_, train_labels), meta, record = train.meta_validation(
         small_config(**{"automl.enabled": True}), datasets.load_data(config.data)
     )
+    num_train = len(train_labels)
     ours = list(data.validation.as_numpy_iterator())
     theirs = list(meta.as_numpy_iterator())
     assert len(ours) == len(theirs) == data.num_validation == 256

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from robust_ssl.data import synthetic
+from robust_ssl.data import splits, synthetic
 from robust_ssl.errors import UserError
 
 SOURCES = ("tfds", "folder", "synthetic")
@@ -163,9 +163,9 @@ def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0):
 
 
 def _split(x, y, fraction, seed):
-    order = np.random.default_rng(seed).permutation(len(x))
+    """A seeded test split stratified by class (the folder is read class by class)."""
     n_test = max(1, int(round(len(x) * fraction)))
-    test, train = order[:n_test], order[n_test:]
+    train, test = splits.stratified_split(y, n_test, seed)
     return x[train], y[train], x[test], y[test]
 
 
