@@ -26,9 +26,18 @@ def get_config():
     config.data.num_test = 500
     config.data.num_classes = 10
     config.data.augment = True  # pad-4 random crop + horizontal flip
+    # (height, width) every source's images are resized to (tfds CIFAR-10 is
+    # 32x32 already); e.g. --config.data.image_size=64,64. The CIFAR-10-C
+    # corruptions are defined for 32x32 only.
+    config.data.image_size = (32, 32)
 
     config.model = ml_collections.ConfigDict()
-    config.model.depth = 40  # WRN-40-2: 2,243,546 parameters with the FC(128, 10) head
+    # "wrn" (the paper's WideResNet), a keras.applications model name built
+    # untrained at the data's image size (e.g. "ResNet50V2", "MobileNetV3Small",
+    # "EfficientNetV2B0"), or "module.path:function" (function(image_shape) ->
+    # keras.Model returning [N, F] features).
+    config.model.backbone = "wrn"
+    config.model.depth = 40  # wrn: WRN-40-2 has 2,243,546 parameters with the FC(128, 10) head
     config.model.width = 2
     config.model.dropout = 0.0
     # All-reduce batch-norm statistics across replicas (exact N-replica ==

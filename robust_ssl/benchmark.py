@@ -2,8 +2,9 @@
 
 A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
 `MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
-it for training, and `model.train_step` — wrapped in `tf.function` as Keras `fit`
-wraps it; with `jit_compile` XLA compiles its computations — is timed on one
+it for training, and the train function `fit` runs (`model.make_train_function()`:
+the host picks each step's kind and runs that kind's compiled step; with
+`jit_compile` XLA compiles its computations) is timed on one
 fixed, pre-built batch (so data loading is measured separately) after warm-up
 steps, with the AutoML meta step active from step 0. Per mode the benchmark reports:
 
@@ -20,8 +21,9 @@ steps, with the AutoML meta step active from step 0. Per mode the benchmark repo
   traced step with TensorFlow's per-op FLOP statistics (the
   `RegisterStatistics("flops")` functions that `tf.compat.v1.profiler` with
   `ProfileOptionBuilder.float_operation()` sums), including the bodies of
-  `tf.cond` branches, which the profiler on the outer graph does not see. For an
-  AutoML mode the meta and the plain branch are counted apart and amortised.
+  called functions and `tf.cond` branches, which the profiler on the outer
+  graph does not see. For an AutoML mode the meta and the plain step functions
+  are counted apart and amortised.
   Ops whose results nothing uses are left out (TensorFlow prunes them before
   running). Convolutions (forward, input and filter gradients) and matmuls
   dominate; the elementwise ops the registry knows (Mul, Add, …) are included.
@@ -189,7 +191,7 @@ def parse_modes(spec):
 
 def check_settings(settings):
     """Raises UserError for invalid settings (before TensorFlow loads)."""
-    from robust_ssl.models import check_depth
+    from robust_ssl.networks import check_depth
 
     try:
         check_depth(settings.depth)
@@ -489,7 +491,6 @@ class ModeRunner:
     """
 
     def __init__(self, mode_name, settings, config_dict):
-        import tensorflow as tf
 
         self.settings = settings
         self.load_start = _load()
@@ -497,19 +498,26 @@ class ModeRunner:
         self.jit = bool(config.train.jit_compile)
         self.automl = bool(config.automl.enabled)
         self.k = int(config.automl.meta_every) if self.automl else 1
-        # As `fit` runs it: a plain tf.function; with jit_compile the model has
-        # XLA compile the step's computations (see `RobustSSLModel._xla`).
-        self.step_fn = tf.function(self.model.train_step)
+        from robust_ssl import steps
+
+        # Exactly what `fit` runs: the model's train function, which picks the
+        # kind of each step on the host and runs that kind's compiled step
+        # (with jit_compile, XLA compiles the step's computations, see steps.py).
+        self.train_function = self.model.make_train_function()
         start = time.perf_counter()
-        graph = self.step_fn.get_concrete_function(self.batch).graph
+        plain = self.model.step_function(steps.FIXED).get_concrete_function(self.batch).graph
         self.trace_s = time.perf_counter() - start
-        self.flops_plain = count_flops(graph, take_then=False)
-        # Without AutoML the step has no meta branch: both counts are the plain step's.
-        self.flops_meta = count_flops(graph, take_then=True) if self.automl else self.flops_plain
+        self.flops_plain = count_flops(plain)
+        # Without AutoML there is no meta step: both counts are the plain step's.
+        if self.automl:
+            meta = self.model.step_function(steps.META).get_concrete_function(self.batch).graph
+            self.flops_meta = count_flops(meta)
+        else:
+            self.flops_meta = self.flops_plain
         self.times, self.meta_flags, self.cpu_seconds = [], [], 0.0
 
     def _one_step(self):
-        logs = self.step_fn(self.batch)
+        logs = self.train_function(iter([self.batch]))
         return float(logs["loss"])  # waits for the step (and checks it ran)
 
     def warm_up(self):
@@ -526,7 +534,10 @@ class ModeRunner:
 
     def step(self):
         """Times one training step; returns its duration in seconds."""
-        self.meta_flags.append(bool(self.model.is_meta_step(int(self.model.optimizer.iterations.numpy()))))
+        from robust_ssl import steps
+
+        kind = steps.step_kind(self.model, int(self.model.optimizer.iterations.numpy()))
+        self.meta_flags.append(kind == steps.META)
         cpu, start = time.process_time(), time.perf_counter()
         self.last_loss = self._one_step()
         seconds = time.perf_counter() - start
@@ -655,7 +666,7 @@ def trunk_forward_flops(settings):
     """
     import tensorflow as tf
 
-    from robust_ssl.models import build_wide_resnet
+    from robust_ssl.networks import build_wide_resnet
 
     trunk = build_wide_resnet(settings.depth, settings.width)
     fn = tf.function(lambda x: trunk(x, training=False))
@@ -742,6 +753,8 @@ def _step_pieces(model, batch):
     """
     import tensorflow as tf
 
+    from robust_ssl import steps
+
     lambdas = tf.convert_to_tensor(model.lambdas)
 
     def total(grads):
@@ -749,18 +762,18 @@ def _step_pieces(model, batch):
 
     def forward(b):
         losses, _ = model.task_losses(b, update_stats=False)
-        return model._weighted_loss(losses, lambdas)
+        return steps.weighted_loss(losses, lambdas)
 
     def fixed_gradients(b):
-        # As `model._fixed_gradients`, but without updating the BN statistics.
+        # As `steps.fixed_gradients`, but without updating the BN statistics.
         with tf.GradientTape() as tape:
             losses, _ = model.task_losses(b, update_stats=False)
-            loss = model._weighted_loss(losses, lambdas)
+            loss = steps.weighted_loss(losses, lambdas)
         return total(tape.gradient(loss, model.network_variables))
 
     def per_task_gradients(b):
-        _, _, main_grads, trunk_task_grads, head_task_grads = model._local_per_task_gradients(
-            b, update_stats=False
+        _, _, main_grads, trunk_task_grads, head_task_grads = steps.local_per_task_gradients(
+            model, b, update_stats=False
         )
         return total([*main_grads, *(g for gs in trunk_task_grads + head_task_grads for g in gs)])
 
@@ -769,7 +782,7 @@ def _step_pieces(model, batch):
         params = [v.value for v in model.psi_variables]
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = model._meta_loss_fn(b)(params)
+            loss = steps.meta_loss_fn(model, b)(params)
         return total(tape.gradient(loss, params))
 
     pieces = {

@@ -3,9 +3,9 @@
 import json
 import os
 
+from robust_ssl import networks
 from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
-from robust_ssl.models import check_depth
-from robust_ssl.tasks import TASKS, parse_task_names
+from robust_ssl.tasks import TASKS, make_tasks, parse_task_names
 
 VALIDATION_SOURCES = ("train_holdout", "corrupted_holdout", "cifar10c")
 
@@ -32,6 +32,28 @@ def holdout_corruptions(validation):
     return names, severities
 
 
+def image_shape(config):
+    """(H, W, 3) of the images a config trains on, from `config.data.image_size`.
+
+    Raises:
+      ConfigError: a size that is not (height, width) of at least 8 pixels.
+    """
+    from robust_ssl.data.datasets import parse_image_size
+
+    try:
+        return (*parse_image_size(config.data.get("image_size", (32, 32))), 3)
+    except ValueError as e:
+        raise ConfigError(f"data.image_size: {e}") from None
+
+
+def backbone(config):
+    """The backbone spec of a config (`robust_ssl.networks.backbone_spec`)."""
+    model = config.model
+    return networks.backbone_spec(
+        model.get("backbone", "wrn"), model.get("depth", 40), model.get("width", 2), model.get("dropout", 0.0)
+    )
+
+
 def validate(config):
     """Raises ConfigError with one clear line for any invalid setting.
 
@@ -45,11 +67,12 @@ def validate(config):
     for name in config.task_options:
         if name not in TASKS:
             raise ConfigError(f"task_options names unknown task {name!r}")
-    # Instantiating checks each task's options.
-    for name in names:
-        TASKS[name](**dict(config.task_options.get(name, {})))
+    # Instantiating checks each task's options; each task checks the image size.
+    shape = image_shape(config)
+    for task in make_tasks(names, {n: dict(config.task_options.get(n, {})) for n in names}):
+        task.check_image_shape(shape)
     try:
-        check_depth(config.model.depth)
+        networks.check_backbone(backbone(config))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if config.model.width < 1:
@@ -104,6 +127,11 @@ def validate(config):
             raise ConfigError(
                 f"automl.validation.holdout={holdout} is fewer images than one meta batch "
                 f"(automl.meta_batch_size={automl.meta_batch_size})"
+            )
+        if automl.validation.source in ("corrupted_holdout", "cifar10c") and shape[:2] != (32, 32):
+            raise ConfigError(
+                f"automl.validation.source={automl.validation.source} uses the CIFAR-10-C corruptions, "
+                f"defined for 32x32 images; with data.image_size={shape[0]}x{shape[1]} use train_holdout"
             )
         if automl.validation.source not in VALIDATION_SOURCES:
             raise ConfigError(

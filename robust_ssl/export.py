@@ -15,8 +15,9 @@ Signatures (tag set "serve"):
   serving_float     images: float32 [N, H, W, 3] in [0, 1] -> the same outputs
   labels            no input -> labels string [C] (class index -> name)
   ssl_heads         (with_ssl_heads only) images: uint8 [N, H, W, 3] -> for each
-                    classifier-headed self-supervision task T the model has
-                    (rotation, rgb, jigsaw):
+                    self-supervision task T the model has whose head
+                    classifies a transformation (`Task.probe_classes`;
+                    built in: rotation, rgb, jigsaw):
                        T_logits float32 [N, K, K] (row k: the head's logits for
                          the input transformed by transformation k),
                        T_accuracy float32 [N] (fraction of the K transformations
@@ -54,7 +55,6 @@ import tensorflow as tf
 
 from robust_ssl import callbacks
 from robust_ssl.errors import UserError
-from robust_ssl.tasks import image_ops
 
 SERVING_DEFAULT = "serving_default"
 SERVING_FLOAT = "serving_float"
@@ -67,30 +67,18 @@ _VERSION_RE = re.compile(r"^[0-9]+$")
 _TMP_PREFIX = ".tmp-export-"
 
 
-def _rotate(images, k):
-    """Rotates [N, H, W, C] images counter-clockwise by k * 90 degrees (as np.rot90)."""
-    for _ in range(k % 4):
-        images = tf.reverse(tf.transpose(images, [0, 2, 1, 3]), axis=[1])
-    return images
+def probe_tasks(model):
+    """(task, head) of the model's tasks that classify a transformation of any image.
 
-
-def _permute_channels(images, k):
-    return tf.gather(images, image_ops.PERMUTATIONS_3[k], axis=-1)
-
-
-def _shuffle_tiles(images, k):
-    return image_ops.shuffle_tiles(images, tf.fill([tf.shape(images)[0]], k))
-
-
-# Tasks whose head classifies a transformation of the input that can be applied
-# to any image without labels: name -> (number of transformations, transform).
-# `transform(images, k)` applies transformation k (a Python int) to every image,
-# with the same numbering as the task's training targets.
-SSL_PROBES = {
-    "rotation": (4, _rotate),
-    "rgb": (6, _permute_channels),
-    "jigsaw": (24, _shuffle_tiles),
-}
+    Those are the tasks with `Task.probe_classes` (rotation, rgb and jigsaw
+    among the built-in ones): their head's score on an unlabelled image needs
+    no label, so a serving client can use it as a sign of distribution shift.
+    """
+    return [
+        (task, head)
+        for task, head in zip(model.tasks, model.heads_by_task)
+        if task.probe_classes and head is not None
+    ]
 
 
 # ------------------------------------------------------------------ the model
@@ -168,7 +156,7 @@ def class_names_of(model):
 
 def ssl_probe_tasks(model):
     """Names of the model's tasks that the `ssl_heads` signature can serve."""
-    return [task.name for task in model.tasks if task.name in SSL_PROBES]
+    return [task.name for task, _ in probe_tasks(model)]
 
 
 # ------------------------------------------------------------------ the module
@@ -235,12 +223,14 @@ def build_serving_module(model, labels_path, with_ssl_heads=False):
     num_classes = model.num_classes
     probes = []
     if with_ssl_heads:
-        for task, head in zip(model.tasks, model.task_heads):
-            if task.name in SSL_PROBES:
-                probes.append((task.name, head, *SSL_PROBES[task.name]))
+        probes = [
+            (task.name, head, task.probe_classes, task.probe_inputs) for task, head in probe_tasks(model)
+        ]
         if not probes:
+            from robust_ssl.tasks import probe_task_names
+
             raise UserError(
-                f"--with_ssl_heads needs a model with one of the tasks {', '.join(SSL_PROBES)}; "
+                f"--with_ssl_heads needs a model with one of the tasks {', '.join(probe_task_names())}; "
                 f"this model has {', '.join(model.task_names) or 'none'}"
             )
 

@@ -2,13 +2,11 @@
 
 Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585: `Attempt to convert a value (PerReplica…) to a
-Tensor`). This loop runs the same `model.train_step` through `strategy.run`
-and drives the same Keras callbacks (progress bar, CSV, TensorBoard, λ log,
+Tensor`). This loop runs the model's own train function (the one `fit`
+runs: the host picks each step's kind, every replica runs it) and drives the same Keras callbacks (progress bar, CSV, TensorBoard, λ log,
 checkpoints) through `keras.callbacks.CallbackList`, so a run looks and resumes
 the same on every strategy.
 """
-
-import functools
 
 import keras
 import numpy as np
@@ -90,18 +88,7 @@ def custom_fit(
       The `keras.callbacks.History`.
     """
     iterator = iter(per_replica_dataset(global_dataset_fn, strategy))
-
-    def compiled(meta):
-        step = functools.partial(model.train_step, meta=meta)
-
-        @tf.function
-        def run(batch):
-            outputs = strategy.run(step, args=(batch,))
-            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
-
-        return run
-
-    fixed, meta = compiled(False), compiled(True)
+    train_function = model.make_train_function()
     history = keras.callbacks.History()
     callback_list = keras.callbacks.CallbackList(
         [*callbacks, history],
@@ -120,9 +107,7 @@ def custom_fit(
         logs = {}
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
-            batch = next(iterator)
-            is_meta = model.is_meta_step(int(model.optimizer.iterations.numpy()))
-            logs = {k: float(v) for k, v in (meta if is_meta else fixed)(batch).items()}
+            logs = {k: float(v) for k, v in train_function(iterator).items()}
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
         if validation_data is not None:

@@ -150,15 +150,14 @@ def restore_latest(model, directory):
     return int(os.path.basename(path)[len("epoch_") : -len(".keras")])
 
 
-def build_model(config, num_classes, steps_per_epoch, class_names=None, image_shape=(32, 32, 3)):
+def build_model(config, num_classes, steps_per_epoch, class_names=None):
     """Builds and compiles the model a config describes.
 
     Args:
-      config: the experiment ConfigDict.
+      config: the experiment ConfigDict (its backbone, image size, tasks, …).
       num_classes: classes of the main task.
       steps_per_epoch: training steps per epoch (sets the schedule and warm-up).
       class_names: optional class names stored in the model.
-      image_shape: input shape.
 
     Returns:
       A compiled `RobustSSLModel`.
@@ -171,10 +170,8 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None, image_sh
     )
     model = RobustSSLModel(
         num_classes=num_classes,
-        depth=config.model.depth,
-        width=config.model.width,
-        dropout=config.model.dropout,
-        image_shape=image_shape,
+        backbone=config_utils.backbone(config),
+        image_shape=config_utils.image_shape(config),
         tasks=names,
         task_options={n: dict(config.task_options.get(n, {})) for n in names},
         lambdas=config_utils.task_lambdas(config),
@@ -264,11 +261,11 @@ def train_and_evaluate(config, workdir):
         strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
     )
     with strategy.scope():
-        model = build_model(config, data.num_classes, steps_per_epoch, data.class_names, data.image_shape)
+        model = build_model(config, data.num_classes, steps_per_epoch, data.class_names)
     logging.info(
-        "WRN-%d-%d, tasks %s: %d parameters (trunk + main head: %d)",
-        config.model.depth,
-        config.model.width,
+        "%s at %dx%d, tasks %s: %d parameters (trunk + main head: %d)",
+        model.backbone_name,
+        *model.image_shape[:2],
         model.task_names or "none",
         sum(int(v.numpy().size) for v in model.network_variables),
         sum(int(v.numpy().size) for v in model.psi_variables),

@@ -271,7 +271,7 @@ def make_hypermodel(config, space=None, epochs=None, steps_per_epoch=None, data=
             # hyper-parameters only (common random numbers).
             keras.utils.set_random_seed(trial.seed)
             return train_lib.build_model(
-                trial, data.num_classes, trial.train.steps_per_epoch, data.class_names, data.image_shape
+                trial, data.num_classes, trial.train.steps_per_epoch, data.class_names
             )
 
         def fit(self, hp, model, *args, callbacks=None, epochs=None, initial_epoch=0, verbose=None, **kwargs):

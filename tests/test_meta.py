@@ -5,12 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robust_ssl import meta
+from robust_ssl import meta, steps
 from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import TASKS
+from tests.task_fixtures import FlipConsistencyTask, registered
 
 ALL_TASKS = tuple(TASKS)
+# Self-supervised heads and a classifier objective (its gradient reaches the
+# classifier, as AugMix's consistency loss does).
+WITH_CLASSIFIER_OBJECTIVE = ("rotation", "ir", FlipConsistencyTask.name)
 FOUR_TASKS = ("rotation", "color", "ir", "bir")
 
 
@@ -33,6 +37,14 @@ def make_batch(model, batch_size=8, meta_size=6, seed=0):
     batch["meta/image"] = tf.constant(rng.random((meta_size, 32, 32, 3)), tf.float32)
     batch["meta/label"] = tf.constant(rng.integers(0, 10, meta_size), tf.int32)
     return batch
+
+
+def train_steps(model, *batches):
+    """Runs one training step per batch through the function `fit` runs."""
+    function = model.make_train_function()
+    iterator = iter(batches)
+    for _ in batches:
+        function(iterator)
 
 
 def rel_diff(a, b):
@@ -87,24 +99,50 @@ def test_fast_equals_naive_lambda_gradient_all_seven_tasks(seven_task_model):
     batch = make_batch(model)
     fast, fast_loss = model.lambda_gradient(batch, "fast")
     naive, naive_loss = model.lambda_gradient(batch, "naive")
-    assert fast.shape == (7,)
+    assert fast.shape == (len(ALL_TASKS),)
     assert np.all(np.isfinite(fast.numpy())) and np.any(fast.numpy() != 0)
     assert rel_diff(fast, naive) < 1e-4
     assert float(fast_loss) == pytest.approx(float(naive_loss), rel=1e-5)
 
 
 @pytest.fixture
-def float64_model():
-    """The seven-task model in float64, so that finite differences are precise."""
+def classifier_objective():
+    with registered(FlipConsistencyTask):
+        yield
+
+
+def test_fast_equals_naive_with_a_classifier_objective(classifier_objective):
+    model = make_model(WITH_CLASSIFIER_OBJECTIVE)
+    batch = make_batch(model)
+    fast, fast_loss = model.lambda_gradient(batch, "fast")
+    naive, naive_loss = model.lambda_gradient(batch, "naive")
+    assert np.all(np.isfinite(fast.numpy())) and fast.numpy()[2] != 0
+    assert rel_diff(fast, naive) < 1e-4
+    assert float(fast_loss) == pytest.approx(float(naive_loss), rel=1e-5)
+    # The objective's gradient reaches the classifier; the heads' do not.
+    _, _, _, psi_task_grads, head_task_grads = steps.per_task_gradients(model, batch, update_stats=False)
+    n_classifier = len(model.classifier.trainable_variables)
+    assert all(g is None for g in psi_task_grads[0][-n_classifier:])  # rotation
+    assert all(
+        g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in psi_task_grads[2][-n_classifier:]
+    )
+    assert head_task_grads[2] == []
+
+
+@pytest.fixture(params=["all_tasks", "classifier_objective"])
+def float64_model(request):
+    """A model in float64, so that finite differences are precise."""
+    tasks = ALL_TASKS if request.param == "all_tasks" else WITH_CLASSIFIER_OBJECTIVE
     policy = keras.config.dtype_policy()
     keras.config.set_floatx("float64")
     keras.config.set_dtype_policy("float64")
     try:
-        model = make_model(ALL_TASKS)
-        # α = lr / base lr = 0.1: a lookahead step small enough for L_meta(λ) to
-        # be smooth at the scale of the finite-difference step.
-        model.optimizer.learning_rate.assign(0.01)
-        yield model
+        with registered(FlipConsistencyTask):
+            model = make_model(tasks)
+            # α = lr / base lr = 0.1: a lookahead step small enough for L_meta(λ)
+            # to be smooth at the scale of the finite-difference step.
+            model.optimizer.learning_rate.assign(0.01)
+            yield model
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy(policy)
@@ -143,8 +181,10 @@ def test_lambda_gradient_changes_nothing(seven_task_model):
         np.testing.assert_array_equal(b, v.numpy())
 
 
-@pytest.mark.parametrize("tasks", [FOUR_TASKS, ("rotation", "inpaint", "rgb", "jigsaw")])
-def test_fast_and_naive_train_steps_give_the_same_weights_and_lambdas(tasks):
+@pytest.mark.parametrize(
+    "tasks", [FOUR_TASKS, ("rotation", "inpaint", "rgb", "jigsaw"), WITH_CLASSIFIER_OBJECTIVE]
+)
+def test_fast_and_naive_train_steps_give_the_same_weights_and_lambdas(tasks, classifier_objective):
     """One meta step from the same state: same λ and same updated weights.
 
     One step is the unit compared: over several steps, float round-off (1e-7)
@@ -156,8 +196,8 @@ def test_fast_and_naive_train_steps_give_the_same_weights_and_lambdas(tasks):
     for a, b in zip(fast.weights, naive.weights):  # same initialisation
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     batch = make_batch(fast, seed=5)
-    tf.function(fast.train_step)(batch)
-    tf.function(naive.train_step)(batch)
+    train_steps(fast, batch)
+    train_steps(naive, batch)
     moved_fast, moved_naive = fast.lambdas.numpy() - 0.5, naive.lambdas.numpy() - 0.5
     assert np.all(moved_fast != 0)
     # λ is float32 near 0.5 (resolution 6e-8) and moves by ~1e-4 here.
@@ -168,10 +208,9 @@ def test_fast_and_naive_train_steps_give_the_same_weights_and_lambdas(tasks):
 
 def test_lambda_is_fixed_during_warm_up_and_moves_after():
     model = make_model(("rotation", "ir"), meta_start_step=3)
-    step = tf.function(model.train_step)
     history = []
     for seed in range(5):
-        step(make_batch(model, seed=seed))
+        train_steps(model, make_batch(model, seed=seed))
         history.append(model.lambdas.numpy().copy())
     for h in history[:3]:
         np.testing.assert_array_equal(h, [0.5, 0.5])
@@ -181,10 +220,9 @@ def test_lambda_is_fixed_during_warm_up_and_moves_after():
 
 def test_meta_every_k_steps():
     model = make_model(("rotation", "ir"), meta_every=2)
-    step = tf.function(model.train_step)
     history = [model.lambdas.numpy().copy()]
     for seed in range(4):
-        step(make_batch(model, seed=seed))
+        train_steps(model, make_batch(model, seed=seed))
         history.append(model.lambdas.numpy().copy())
     changed = [not np.array_equal(history[i + 1], history[i]) for i in range(4)]
     assert changed == [True, False, True, False]
@@ -192,9 +230,8 @@ def test_meta_every_k_steps():
 
 def test_lambda_is_clamped_at_zero():
     model = make_model(("rotation", "color", "ir", "bir"), meta_lr=1e4)
-    step = tf.function(model.train_step)
     for seed in range(3):
-        step(make_batch(model, seed=seed))
+        train_steps(model, make_batch(model, seed=seed))
         assert np.all(model.lambdas.numpy() >= 0)
     assert np.any(model.lambdas.numpy() == 0)  # a huge meta step hits the bound
 
@@ -205,7 +242,7 @@ def test_main_optimizer_never_touches_lambda_and_adam_meta_optimizer_works():
     model.compile(keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.Adam(0.05))
     assert all(v is not model.lambdas for v in model.network_variables)
     assert model.lambdas.trainable
-    tf.function(model.train_step)(make_batch(model))
+    train_steps(model, make_batch(model))
     # Adam's first step moves by ~lr whatever the gradient's size.
     assert abs(float(model.lambdas.numpy()[0]) - 0.5) == pytest.approx(0.05, rel=1e-3)
 
@@ -217,5 +254,5 @@ def test_fixed_lambda_model_has_non_trainable_lambda():
     assert not model.lambdas.trainable
     batch = make_batch(model)
     del batch["meta/image"], batch["meta/label"]
-    tf.function(model.train_step)(batch)
+    train_steps(model, batch)
     assert model.lambda_values() == {"rotation": 0.25}

@@ -8,7 +8,7 @@ import tensorflow as tf
 from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.errors import ConfigError
 from robust_ssl.model import RobustSSLModel
-from robust_ssl.models import build_wide_resnet, check_depth, feature_dim, linear_head
+from robust_ssl.networks import build_wide_resnet, check_depth, linear_head
 from robust_ssl.tasks import TASKS, make_tasks
 
 ALL_TASKS = list(TASKS)
@@ -25,7 +25,7 @@ def random_images(n, seed=0):
 # ----------------------------------------------------------------- trunk
 def test_wrn_40_2_with_main_head_has_the_paper_parameter_count():
     trunk = build_wide_resnet(depth=40, width=2)
-    head = linear_head(feature_dim(2), 10, name="classifier")
+    head = linear_head(trunk.output_shape[-1], 10, name="classifier")
     assert trunk.output_shape == (None, 128)
     assert count_trainable(trunk, head) == 2_243_546
 
@@ -33,7 +33,7 @@ def test_wrn_40_2_with_main_head_has_the_paper_parameter_count():
 @pytest.mark.parametrize("width, dim", [(1, 64), (2, 128)])
 def test_trunk_feature_size(width, dim):
     trunk = build_wide_resnet(depth=10, width=width)
-    assert feature_dim(width) == dim
+    assert trunk.output_shape[-1] == dim
     features = trunk(random_images(2), training=False)
     assert tuple(features.shape) == (2, dim)
     assert np.all(np.isfinite(features))
@@ -147,9 +147,9 @@ def test_only_the_clean_forward_updates_batch_norm_statistics(model, batch):
     variables, before = _moving_stats(model)
     images = batch["image"]
     try:
-        # Another input (a rotated batch) through _encode: moving averages untouched.
-        model._encode(batch["rotation/inputs"][:, 0])
-        model._encode(images)
+        # Another input (a rotated batch) through encode: moving averages untouched.
+        model.encode(batch["rotation/inputs"][:, 0])
+        model.encode(images)
         for v, b in zip(variables, before):
             np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
 
@@ -196,7 +196,7 @@ def _check_round_trip(model, lambdas, path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, RobustSSLModel)
     assert loaded.task_names == ALL_TASKS
-    assert (loaded.depth, loaded.width) == (10, 1)
+    assert loaded.backbone == {"name": "wrn", "depth": 10, "width": 1, "dropout": 0.0}
     np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(model(images)))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.lambdas), lambdas)
     assert loaded.lambda_values() == model.lambda_values()

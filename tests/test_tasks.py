@@ -13,7 +13,7 @@ import tensorflow as tf
 from skimage.color import rgb2lab
 
 from robust_ssl.errors import ConfigError, UserError
-from robust_ssl.tasks import TASKS, make_tasks, parse_task_names
+from robust_ssl.tasks import TASKS, Forward, make_tasks, parse_task_names
 from robust_ssl.tasks.color import ColorTask
 from robust_ssl.tasks.inpaint import InpaintTask
 from robust_ssl.tasks.permutation import JigsawTask, RGBGuessTask
@@ -95,7 +95,8 @@ def test_rotation_predict_lines_up_predictions_with_targets(rotation_mode):
 
     def run(batch_images):
         batch = task.make_batch(batch_images, seed_of(1))
-        predictions = task.predict(oracle_head, encode(batch_images), encode, batch["inputs"])
+        forward = Forward(encode(batch_images), None, encode, None)
+        predictions = task.predict(oracle_head, forward, batch["inputs"])
         return batch["targets"], predictions, task.per_example_loss(batch["targets"], predictions)
 
     for fn in (run, tf.function(run)):
@@ -192,7 +193,7 @@ def test_ir_uses_the_clean_image_as_input_and_target():
     def encode(x):
         raise AssertionError("IR must not re-encode its input")
 
-    out = task.predict(head, tf.ones([2, 5]), encode, None)
+    out = task.predict(head, Forward(tf.ones([2, 5]), None, encode, None), None)
     np.testing.assert_array_equal(out, 2 * np.ones([2, 5]))
 
 
@@ -213,6 +214,20 @@ def test_display_inputs_show_what_each_network_sees():
         )
     for name in ("bir", "inpaint"):
         assert not np.array_equal(shown[name], images), name
+
+
+def test_probe_inputs_number_transformations_like_the_training_targets():
+    images = random_images(3, size=8, seed=4)
+    for k in range(4):
+        expected = np.stack([np.rot90(image, k, axes=(0, 1)) for image in images])
+        np.testing.assert_array_equal(RotationTask().probe_inputs(tf.constant(images), k), expected)
+    for k, perm in enumerate(PERMS_3):
+        np.testing.assert_array_equal(
+            RGBGuessTask().probe_inputs(tf.constant(images), k), images[..., list(perm)]
+        )
+    for k in (0, 5, 23):
+        expected = np.stack([_numpy_jigsaw(image, PERMS_4[k]) for image in images])
+        np.testing.assert_array_equal(JigsawTask().probe_inputs(tf.constant(images), k), expected)
 
 
 # ------------------------------------------------ seeds and distributions

@@ -30,6 +30,52 @@ class DataSplits:
     image_shape: tuple = (32, 32, 3)
 
 
+def parse_image_size(size):
+    """(height, width) from (H, W), [H, W], "H,W", "HxW" or one int S (= S x S).
+
+    Raises:
+      ValueError: anything else, or a side below 8 pixels.
+    """
+    try:
+        if isinstance(size, str):
+            size = [int(part) for part in size.replace("x", ",").split(",") if part.strip()]
+        elif isinstance(size, int):
+            size = [size, size]
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected (height, width), e.g. 64,64; got {size!r}") from None
+    if min(height, width) < 8:
+        raise ValueError(f"images must be at least 8x8 pixels; got {height}x{width}")
+    return height, width
+
+
+def resize_splits(data, image_size):
+    """`data` with every image resized to `image_size` (uint8, bilinear; area when shrinking).
+
+    Args:
+      data: `DataSplits`.
+      image_size: (height, width).
+
+    Returns:
+      `DataSplits` (the same object when the size already matches).
+    """
+    image_size = tuple(image_size)
+    if tuple(data.image_shape[:2]) == image_size:
+        return data
+    method = "area" if min(data.image_shape[:2]) > min(image_size) else "bilinear"
+
+    def resize(image, label):
+        resized = tf.image.resize(tf.cast(image, tf.float32), image_size, method=method)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), label
+
+    return dataclasses.replace(
+        data,
+        train=data.train.map(resize, num_parallel_calls=tf.data.AUTOTUNE),
+        test=data.test.map(resize, num_parallel_calls=tf.data.AUTOTUNE),
+        image_shape=(*image_size, data.image_shape[2]),
+    )
+
+
 def _from_arrays(images, labels):
     return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
 
@@ -169,10 +215,14 @@ def _split(x, y, fraction, seed):
     return x[train], y[train], x[test], y[test]
 
 
-def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0):
+def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0, image_size=32):
     """Generated shapes data (see `robust_ssl.data.synthetic`), fully offline."""
-    x_train, y_train = synthetic.generate(num_train, seed=seed, num_classes=num_classes)
-    x_test, y_test = synthetic.generate(num_test, seed=seed + 10_000, num_classes=num_classes)
+    x_train, y_train = synthetic.generate(
+        num_train, seed=seed, num_classes=num_classes, image_size=image_size
+    )
+    x_test, y_test = synthetic.generate(
+        num_test, seed=seed + 10_000, num_classes=num_classes, image_size=image_size
+    )
     return DataSplits(
         train=_from_arrays(x_train, y_train),
         test=_from_arrays(x_test, y_test),
@@ -180,11 +230,12 @@ def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0):
         num_test=num_test,
         num_classes=num_classes,
         class_names=list(synthetic.CLASS_NAMES[:num_classes]),
+        image_shape=(image_size, image_size, 3),
     )
 
 
 def load_data(data_config):
-    """Loads the data a config asks for.
+    """Loads the data a config asks for, at its `image_size`.
 
     Args:
       data_config: the `config.data` ConfigDict (source, name, data_dir, …).
@@ -193,24 +244,29 @@ def load_data(data_config):
       `DataSplits`.
     """
     source = data_config.source
+    image_size = parse_image_size(data_config.get("image_size", (32, 32)))
     if source == "tfds":
-        return load_tfds(
+        data = load_tfds(
             data_config.name,
             data_dir=data_config.get("data_dir") or None,
             manual_dir=data_config.get("manual_dir") or None,
             download=data_config.get("download", True),
         )
+        return resize_splits(data, image_size)
     if source == "folder":
         return load_folder(
             data_config.folder,
-            image_size=tuple(data_config.get("image_size", (32, 32))),
+            image_size=image_size,
             test_fraction=data_config.get("test_fraction", 0.1),
         )
     if source == "synthetic":
-        return load_synthetic(
+        square = image_size[0] == image_size[1]
+        data = load_synthetic(
             data_config.get("num_train", 2000),
             data_config.get("num_test", 500),
             data_config.get("num_classes", 10),
             data_config.get("seed", 0),
+            image_size=image_size[0] if square else 32,
         )
+        return resize_splits(data, image_size)
     raise UserError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")

@@ -1,29 +1,29 @@
-"""Self-supervision tasks and the name -> task registry.
+"""Auxiliary objectives and the name -> task registry.
 
-Adding a task = one module with a `Task` subclass plus one line in `TASKS`.
+Adding a task is one new module in this package: a `Task` subclass decorated
+with `@register_task` (see `base.py`). Every module here is imported when the
+package is, so the registry (`TASKS`) holds every task, ordered by each
+class's `order` (the paper's Table 1 first), then by name.
 """
 
-from robust_ssl.errors import ConfigError
-from robust_ssl.tasks.base import Task
-from robust_ssl.tasks.color import ColorTask
-from robust_ssl.tasks.inpaint import InpaintTask
-from robust_ssl.tasks.permutation import JigsawTask, RGBGuessTask
-from robust_ssl.tasks.reconstruction import DeblurTask, ReconstructionTask
-from robust_ssl.tasks.rotation import RotationTask
+import importlib
+import pkgutil
 
-# In the order of the paper's Table 1.
-TASKS = {
-    task.name: task
-    for task in (
-        RotationTask,
-        ColorTask,
-        ReconstructionTask,
-        DeblurTask,
-        InpaintTask,
-        RGBGuessTask,
-        JigsawTask,
-    )
-}
+from robust_ssl.errors import ConfigError
+from robust_ssl.tasks.base import REGISTRY, Forward, Task, register_task
+
+# Modules of this package that hold shared code, not tasks.
+_NOT_TASKS = ("base", "image_ops")
+
+
+def _discover():
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _NOT_TASKS and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_discover()
+TASKS = REGISTRY  # the live registry: a task registered later appears here too
 
 
 def parse_task_names(spec):
@@ -58,4 +58,9 @@ def make_tasks(names, options=None):
     return [TASKS[name](**dict(options.get(name, {}))) for name in parse_task_names(names)]
 
 
-__all__ = ["TASKS", "Task", "make_tasks", "parse_task_names"]
+def probe_task_names():
+    """Names of the tasks with transformation probes (`Task.probe_classes` > 0)."""
+    return [name for name, cls in TASKS.items() if cls.probe_classes]
+
+
+__all__ = ["TASKS", "Forward", "Task", "make_tasks", "parse_task_names", "probe_task_names", "register_task"]

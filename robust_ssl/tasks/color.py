@@ -3,11 +3,12 @@
 import tensorflow as tf
 
 from robust_ssl.errors import ConfigError
-from robust_ssl.models import deconv_decoder
+from robust_ssl.networks import decoder_plan, deconv_decoder
 from robust_ssl.tasks import image_ops
-from robust_ssl.tasks.base import Task, sparse_ce
+from robust_ssl.tasks.base import Task, register_task, sparse_ce
 
 
+@register_task
 class ColorTask(Task):
     """Predict each pixel's a and b bins from a grey image.
 
@@ -19,6 +20,7 @@ class ColorTask(Task):
     """
 
     name = "color"
+    order = 2
     DEFAULT_OPTIONS = {"bins": 32}
 
     def validate_options(self):
@@ -34,8 +36,12 @@ class ColorTask(Task):
             "targets": image_ops.quantize_ab(lab, self.options["bins"]),
         }
 
-    def build_head(self, feature_dim):
-        return deconv_decoder(feature_dim, (256, 128, 64), 2 * self.options["bins"], None, name="color_head")
+    def head_output_shape(self, image_shape):
+        decoder_plan(image_shape[0], image_shape[1])  # raises for sizes it cannot reach
+        return (image_shape[0], image_shape[1], 2 * self.options["bins"])
+
+    def build_head(self, feature_dim, image_shape=(32, 32, 3)):
+        return deconv_decoder(feature_dim, self.head_output_shape(image_shape), None, name="color_head")
 
     def per_example_loss(self, targets, predictions):
         bins = self.options["bins"]

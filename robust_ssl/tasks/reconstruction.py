@@ -3,9 +3,9 @@
 import tensorflow as tf
 
 from robust_ssl.errors import ConfigError
-from robust_ssl.models import deconv_decoder
+from robust_ssl.networks import decoder_plan, deconv_decoder
 from robust_ssl.tasks import image_ops
-from robust_ssl.tasks.base import Task, loss_dtype, mean_over_non_batch_axes
+from robust_ssl.tasks.base import Task, loss_dtype, mean_over_non_batch_axes, register_task
 
 # The reference code multiplies reconstruction MSE losses by 30 so that they are
 # of the same order as the cross-entropy losses.
@@ -19,6 +19,7 @@ def reconstruction_loss(targets, predictions, scale):
     return scale * mean_over_non_batch_axes(tf.square(diff))
 
 
+@register_task
 class ReconstructionTask(Task):
     """IR: an autoencoder; the clean image is both input and target.
 
@@ -27,6 +28,7 @@ class ReconstructionTask(Task):
     """
 
     name = "ir"
+    order = 3
     uses_clean_input = True
     DEFAULT_OPTIONS = {"loss_scale": RECONSTRUCTION_LOSS_SCALE}
 
@@ -39,13 +41,20 @@ class ReconstructionTask(Task):
         del seed
         return {"targets": images}
 
-    def build_head(self, feature_dim):
-        return deconv_decoder(feature_dim, (256, 128, 64), 3, "sigmoid", name=f"{self.name}_head")
+    def head_output_shape(self, image_shape):
+        decoder_plan(image_shape[0], image_shape[1])  # raises for sizes it cannot reach
+        return (image_shape[0], image_shape[1], 3)
+
+    def build_head(self, feature_dim, image_shape=(32, 32, 3)):
+        return deconv_decoder(
+            feature_dim, self.head_output_shape(image_shape), "sigmoid", name=f"{self.name}_head"
+        )
 
     def per_example_loss(self, targets, predictions):
         return reconstruction_loss(targets, predictions, self.options["loss_scale"])
 
 
+@register_task
 class DeblurTask(ReconstructionTask):
     """BIR: reconstruct the clean image from a Gaussian-blurred copy.
 
@@ -58,6 +67,7 @@ class DeblurTask(ReconstructionTask):
     """
 
     name = "bir"
+    order = 4
     uses_clean_input = False
     DEFAULT_OPTIONS = {"sigma": 1.0, "loss_scale": RECONSTRUCTION_LOSS_SCALE}
 

@@ -1,9 +1,10 @@
-"""Wide residual network trunk (Zagoruyko & Komodakis, 2016) for 32x32 images.
+"""Wide residual network trunk (Zagoruyko & Komodakis, 2016).
 
 The layout follows the WRN used by Hendrycks et al. and by the reference code of
 the paper: a 3x3 stem with 16 channels, three groups of pre-activation basic
 blocks with 16k, 32k and 64k channels, then BN-ReLU and global average pooling.
-WRN-40-2 therefore maps a 32x32x3 image to a 128-d feature vector.
+WRN-40-2 therefore maps a 32x32x3 image to a 128-d feature vector; being fully
+convolutional with global pooling, it takes any image size.
 """
 
 import keras
@@ -46,11 +47,6 @@ def _basic_block(x, filters, strides, dropout, name):
         out = layers.Dropout(dropout, name=f"{name}_dropout")(out)
     out = _conv(filters, 3, 1, f"{name}_conv2")(out)
     return layers.Add(name=f"{name}_add")([shortcut, out])
-
-
-def feature_dim(width):
-    """Returns the trunk's output feature size for a widening factor."""
-    return 64 * width
 
 
 def check_depth(depth):

@@ -1,0 +1,364 @@
+"""The training steps, as functions of a `RobustSSLModel` and a batch.
+
+Three kinds of step, chosen on the host before each step (`step_kind`), never
+inside the graph:
+- "fixed": minimise L_main + Σ λ_i L_i with the current λ;
+- "meta" with `model.meta_mode == "fast"`: per-task gradients from one
+  forward, the exact first-order hypergradient (`robust_ssl.meta`), a λ
+  update, then the weight update reusing the per-task gradients with the new
+  λ;
+- "meta" with `meta_mode == "naive"`: Algorithm 1 literally (double backprop
+  through the inner gradient, then the loss recomputed with the new λ).
+
+Replicas. Under a `tf.distribute` strategy every function here runs once per
+replica on its share of the batch. `Replicas` holds the only scaling rules:
+a loss is a mean over the *global* batch (local sum / (local batch × n)), the
+per-task gradients are all-reduced before the lookahead and the λ gradient
+after it, and since `optimizer.apply` sums what the replicas hand it, each
+replica hands over its 1/n share of an all-reduced gradient.
+
+XLA. With `model.jit_compile`, the step's computations (forwards, backwards,
+the lookahead) are compiled by XLA per replica (`compiled`); the collectives,
+the optimiser updates and the NaN/Inf checks stay outside: XLA drops
+`tf.debugging.Assert`, and whole-step XLA cannot reach other replicas'
+variables under `MirroredStrategy` (keras-team/keras#19005).
+"""
+
+import functools
+
+import tensorflow as tf
+
+from robust_ssl import meta
+from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
+from robust_ssl.tasks.base import sparse_ce
+
+FIXED, META = "fixed", "meta"
+
+
+# --------------------------------------------------------------------- replicas
+class Replicas:
+    """Scaling across the replicas of the current `tf.distribute` strategy."""
+
+    @staticmethod
+    def count():
+        """Number of replicas in sync (1 without a strategy)."""
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
+    @classmethod
+    def global_mean(cls, per_example):
+        """Mean over the global batch: the local sum / (local batch × replicas)."""
+        local = tf.cast(tf.shape(per_example)[0], per_example.dtype)
+        return tf.reduce_sum(per_example) / (local * cls.count())
+
+    @staticmethod
+    def all_reduce(tensors):
+        """Sums a structure of tensors over replicas (identity on one device)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tensors
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+    @classmethod
+    def share(cls, grads):
+        """This replica's share of all-reduced gradients (the optimiser sums them)."""
+        n = cls.count()
+        return [None if g is None else g / n for g in grads]
+
+
+# --------------------------------------------------------------------- the host's choice
+def step_kind(model, step):
+    """The kind of training step `step` (0-based, global) is: FIXED or META.
+
+    Args:
+      model: the `RobustSSLModel`.
+      step: a Python int.
+
+    Returns:
+      "meta" where AutoML is on, there are tasks, warm-up is over and the step
+      is one of every `meta_every`; else "fixed".
+    """
+    if not (model.automl and model.tasks):
+        return FIXED
+    if step >= model.meta_start_step and (step - model.meta_start_step) % model.meta_every == 0:
+        return META
+    return FIXED
+
+
+# --------------------------------------------------------------------- XLA
+def compiled(model, fn):
+    """`fn` bound to `model`, compiled by XLA when `model.jit_compile` says so.
+
+    Args:
+      model: the model; its `jit_compile`, `run_eagerly` and `sync_batch_norm`
+        decide, and `model.step_functions` caches the compiled functions.
+      fn: a function of (model, …) computing on one replica's data, with no
+        collectives inside.
+
+    Returns:
+      A callable taking `fn`'s arguments after `model`.
+    """
+    if not model.jit_compile or model.run_eagerly:
+        return functools.partial(fn, model)
+    if model.sync_batch_norm and Replicas.count() > 1:
+        raise ConfigError(SYNC_BN_XLA_ERROR)
+    cache = model.step_functions
+    if fn not in cache:
+        cache[fn] = tf.function(functools.partial(fn, model), jit_compile=True, reduce_retracing=True)
+    return cache[fn]
+
+
+# --------------------------------------------------------------------- pieces
+def weighted_loss(losses, lambdas):
+    """L_λ = L_main + Σ_i λ_i L_i.
+
+    Args:
+      losses: [L_main, L_1, …, L_k] scalars.
+      lambdas: [k] task weights.
+    """
+    total = losses[0]
+    for i, loss in enumerate(losses[1:]):
+        total = total + lambdas[i] * loss
+    return total
+
+
+def check_finite(model, values, names, what):
+    """Fails the step with "robust_ssl: non-finite <what> of <name>" on NaN/Inf."""
+    step = model.optimizer.iterations
+    for value, name in zip(values, names):
+        tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(value)),
+            [f"robust_ssl: non-finite {what} of {name!r} at step", step],
+        )
+
+
+def _after(tensors, dependencies):
+    """The same tensors, computed only once `dependencies` have run.
+
+    Makes explicit that the weight update follows the lookahead: the main
+    head's gradient does not involve λ, so without this nothing in the data
+    flow says its update must wait for the lookahead's read of that weight.
+    """
+    with tf.control_dependencies([d for d in dependencies if d is not None]):
+        return [None if t is None else tf.identity(t) for t in tensors]
+
+
+def fixed_gradients(model, batch):
+    """∇ L_λ over every network weight at the current λ (one replica).
+
+    Returns:
+      (gradients over `model.network_variables`, losses, main logits).
+    """
+    lambdas = tf.convert_to_tensor(model.lambdas)
+    with tf.GradientTape() as tape:
+        losses, logits = model.task_losses(batch)
+        total = weighted_loss(losses, lambdas)
+    return tape.gradient(total, model.network_variables), losses, logits
+
+
+def local_per_task_gradients(model, batch, update_stats=True):
+    """One forward, then one backward per task, on this replica.
+
+    The tasks share forwards (main, rotation 0°, IR use the clean batch), so
+    their gradients must be taken apart. A head task reaches the trunk and its
+    own head; a classifier objective (`Task.uses_classifier`) reaches the
+    trunk and the main classifier.
+
+    Returns:
+      (losses, logits, main grads over ψ, per-task grads over what ψ each task
+      reaches (the trunk, plus the classifier for classifier objectives),
+      per-task grads over each task's own head).
+    """
+    trunk_vars = model.trunk.trainable_variables
+    classifier_vars = model.classifier.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        losses, logits = model.task_losses(batch, update_stats=update_stats)
+    main_grads = tape.gradient(losses[0], trunk_vars + classifier_vars)
+    reach_grads, head_task_grads = [], []
+    for task, loss, head_vars in zip(model.tasks, losses[1:], model.task_head_variables):
+        reach = trunk_vars + classifier_vars if task.uses_classifier else trunk_vars
+        grads = tape.gradient(loss, reach + head_vars)
+        reach_grads.append(grads[: len(reach)])
+        head_task_grads.append(grads[len(reach) :])
+    del tape
+    return losses, logits, main_grads, reach_grads, head_task_grads
+
+
+def per_task_gradients(model, batch, update_stats=True):
+    """`local_per_task_gradients` summed over replicas, task gradients over all of ψ.
+
+    Returns:
+      (losses, logits, main grads over ψ, per-task grads over ψ with None where
+      a task does not reach, per-task grads over each task's own head).
+    """
+    losses, logits, *grads = compiled(model, local_per_task_gradients)(batch, update_stats)
+    main_grads, reach_grads, head_task_grads = Replicas.all_reduce(tuple(grads))
+    missing = [None] * len(model.classifier.trainable_variables)
+    psi_task_grads = [
+        list(g) if task.uses_classifier else list(g) + missing for task, g in zip(model.tasks, reach_grads)
+    ]
+    return losses, logits, main_grads, psi_task_grads, head_task_grads
+
+
+def alpha(model):
+    """The lookahead step α: lr / base lr ("multiplier", the reference code) or lr."""
+    lr = tf.cast(model.optimizer.learning_rate, model.lambdas.dtype)
+    return lr / model.base_learning_rate if model.alpha_mode == "multiplier" else lr
+
+
+def meta_loss_fn(model, batch):
+    """L_main on the validation batch as a function of ψ (functional forward)."""
+    images, labels = batch["meta/image"], batch["meta/label"]
+    non_trainable = [v.value for v in model.trunk.non_trainable_variables]
+    n_trunk = len(model.trunk.trainable_variables)
+
+    def meta_loss(params):
+        features, _ = model.trunk.stateless_call(params[:n_trunk], non_trainable, images, training=True)
+        logits, _ = model.classifier.stateless_call(params[n_trunk:], [], features)
+        return Replicas.global_mean(sparse_ce(labels, logits))
+
+    return meta_loss
+
+
+def local_hypergradient(model, batch, main_grads, psi_task_grads):
+    """This replica's share of ∂L_meta/∂λ from the all-reduced task gradients."""
+    return meta.hypergradient(
+        meta_loss_fn(model, batch),
+        [v.value for v in model.psi_variables],
+        main_grads,
+        psi_task_grads,
+        tf.convert_to_tensor(model.lambdas),
+        alpha(model),
+    )
+
+
+def fast_hypergradient(model, batch, main_grads, psi_task_grads):
+    """∂L_meta/∂λ (all replicas) and this replica's meta loss, first-order and exact."""
+    d_lambda, meta_loss = compiled(model, local_hypergradient)(batch, main_grads, psi_task_grads)
+    return Replicas.all_reduce(d_lambda), meta_loss
+
+
+def lookahead_meta_loss(model, batch, lambdas, update_stats):
+    """L_meta at ψ' = ψ − α ∇_ψ L_λ, differentiable in `lambdas` (second order)."""
+    psi = model.psi_variables
+    with tf.GradientTape() as inner:
+        losses, _ = model.task_losses(batch, update_stats=update_stats)
+        total = weighted_loss(losses, lambdas)
+    psi_grads = Replicas.all_reduce(inner.gradient(total, psi))
+    new_psi = meta.lookahead([v.value for v in psi], psi_grads, alpha(model))
+    return meta_loss_fn(model, batch)(new_psi)
+
+
+def naive_hypergradient(model, batch, lambdas, update_stats=True):
+    """Algorithm 1 literally: backprop through the inner gradient (second order).
+
+    Never XLA-compiled: its all-reduce sits inside the outer tape.
+    """
+    lambdas = tf.convert_to_tensor(lambdas)
+    with tf.GradientTape() as outer:
+        outer.watch(lambdas)
+        meta_loss = lookahead_meta_loss(model, batch, lambdas, update_stats)
+    d_lambda = outer.gradient(meta_loss, lambdas)
+    return Replicas.all_reduce(d_lambda), meta_loss
+
+
+def apply_lambda_gradient(model, d_lambda):
+    """One meta-optimiser step on λ (clamped at 0 by its NonNeg constraint)."""
+    check_finite(model, [d_lambda], ["lambdas"], "λ gradient")
+    model.meta_optimizer.apply(Replicas.share([d_lambda]), [model.lambdas])
+    return tf.convert_to_tensor(model.lambdas)
+
+
+# --------------------------------------------------------------------- the step kinds
+def fixed_step(model, batch):
+    """Returns (this replica's gradients, losses, logits, meta loss 0)."""
+    grads, losses, logits = compiled(model, fixed_gradients)(batch)
+    return grads, losses, logits, tf.zeros([], model.lambdas.dtype)
+
+
+def fast_meta_step(model, batch):
+    """Per-task gradients, exact hypergradient, λ update, weights with the new λ."""
+    losses, logits, main_grads, psi_task_grads, head_task_grads = per_task_gradients(model, batch)
+    d_lambda, meta_loss = fast_hypergradient(model, batch, main_grads, psi_task_grads)
+    new_lambdas = apply_lambda_gradient(model, d_lambda)
+    # The final update reuses the per-task gradients with the new λ: the same
+    # numbers Algorithm 1 gets by recomputing the loss.
+    psi_grads = meta.combine_gradients(main_grads, psi_task_grads, new_lambdas)
+    head_grads = [
+        None if g is None else new_lambdas[i] * g for i, grads in enumerate(head_task_grads) for g in grads
+    ]
+    grads = Replicas.share(psi_grads + head_grads)
+    return _after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
+
+
+def naive_meta_step(model, batch):
+    """Algorithm 1: second-order hypergradient, λ update, loss recomputed with the new λ."""
+    d_lambda, meta_loss = naive_hypergradient(model, batch, model.lambdas)
+    new_lambdas = apply_lambda_gradient(model, d_lambda)
+    with tf.GradientTape() as tape:
+        losses, logits = model.task_losses(batch, update_stats=False)
+        total = weighted_loss(losses, new_lambdas)
+    grads = tape.gradient(total, model.network_variables)
+    return _after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
+
+
+def train_step(model, batch, kind):
+    """One training step of `kind` on this replica: gradients, update, metrics.
+
+    Args:
+      model: the compiled `RobustSSLModel`.
+      batch: a training dict (see `robust_ssl.data.pipeline`).
+      kind: FIXED or META (`step_kind`).
+
+    Returns:
+      A dict of metric results.
+    """
+    if kind == META:
+        step = fast_meta_step if model.meta_mode == "fast" else naive_meta_step
+    else:
+        step = fixed_step
+    grads, losses, logits, meta_loss = step(model, batch)
+    variables = model.network_variables
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    check_finite(model, losses, ["main", *model.task_names], "loss")
+    n = Replicas.count()
+    if model.weight_decay:
+        # Coupled L2 (PyTorch SGD's weight_decay): each replica adds its 1/n
+        # share, as the optimiser sums the replicas' gradients.
+        grads = [g + (model.weight_decay / n) * v for g, v in zip(grads, variables)]
+    model.optimizer.apply(grads, variables)
+    model.update_step_metrics(batch["label"], losses, logits, meta_loss if kind == META else None)
+    return model.metric_results()
+
+
+def lambda_gradient(model, batch, mode="fast"):
+    """∂L_meta/∂λ at the current weights and λ, changing nothing.
+
+    Args:
+      model: the `RobustSSLModel`.
+      batch: a training dict including "meta/image" and "meta/label".
+      mode: "fast" (first-order, exact) or "naive" (double backprop).
+
+    Returns:
+      (d_lambda [k], meta_loss scalar).
+    """
+    if mode == "fast":
+        _, _, main_grads, psi_task_grads, _ = per_task_gradients(model, batch, update_stats=False)
+        return fast_hypergradient(model, batch, main_grads, psi_task_grads)
+    return naive_hypergradient(model, batch, model.lambdas, update_stats=False)
+
+
+def meta_objective(model, batch, lambdas):
+    """L_meta(λ): the validation loss after one lookahead step with weights λ.
+
+    Used to check the hypergradient by finite differences; changes nothing.
+
+    Args:
+      model: the `RobustSSLModel`.
+      batch: a training dict including "meta/image" and "meta/label".
+      lambdas: float [k] task weights.
+
+    Returns:
+      The scalar meta loss.
+    """
+    lambdas = tf.convert_to_tensor(lambdas, model.lambdas.dtype)
+    return lookahead_meta_loss(model, batch, lambdas, update_stats=False)
