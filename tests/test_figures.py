@@ -1,4 +1,4 @@
-"""robust_ssl.figures and the two figure tools (tools/show_tasks.py, tools/plot_lambdas.py).
+"""robust_ssl.figures and the two figure commands (`robust-ssl show-tasks`, `robust-ssl plot-lambdas`).
 
 The library functions are tested directly; each tool also runs end to end as
 a subprocess in a temporary directory, and its PNG is read back.
@@ -6,30 +6,26 @@ a subprocess in a temporary directory, and its PNG is read back.
 
 import csv
 import os
-import subprocess
-import sys
 
 import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_cli
 
 from robust_ssl import figures
 from robust_ssl.callbacks import LambdaLogger
 from robust_ssl.errors import ConfigError, UserError
 from robust_ssl.tasks import TASKS, make_tasks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOW_TASKS = os.path.join(REPO, "tools", "show_tasks.py")
-PLOT_LAMBDAS = os.path.join(REPO, "tools", "plot_lambdas.py")
+SHOW_TASKS = "show-tasks"
+PLOT_LAMBDAS = "plot-lambdas"
 LAMBDA_PIXELS = tuple(int(round(x * figures.LAMBDA_DPI)) for x in figures.LAMBDA_FIGSIZE[::-1])
 
 
-def run_tool(script, *args, cwd):
+def run_tool(command, *args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(command, *args, cwd=cwd, env=env, timeout=300)
 
 
 def read_png(path):
