@@ -19,7 +19,7 @@ a robustness evaluation (`robust-ssl evaluate`, <run>/robustness/robustness.json
 where the run has one. `markdown_table` and `plot_trajectories` make the report;
 `write_report` writes both.
 
-Nothing here imports TensorFlow: a comparison of finished runs takes a second.
+Nothing here computes with TensorFlow: a comparison of finished runs reads files only.
 """
 
 import dataclasses

@@ -212,6 +212,29 @@ def test_training_runs_from_any_directory(outside_run):
     assert saved["tasks"] == "rotation" and saved["data"]["source"] == "synthetic"
 
 
+def test_import_robust_ssl_is_enough_to_load_a_saved_model(outside_run):
+    cwd, _ = outside_run
+    decorator = re.compile(r"^\s*@keras\.saving\.register_keras_serializable\b", re.M)
+    registering = sorted(
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+        if decorator.search(path.read_text())
+    )
+    assert "robust_ssl.model" in registering
+    code = (
+        "import sys\n"
+        "import keras\n"
+        "import robust_ssl\n"
+        f"missing = [m for m in {registering!r} if m not in sys.modules]\n"
+        "model = keras.saving.load_model('runs/tiny/model.keras')\n"
+        "print(type(model).__name__, missing)\n"
+    )
+    # A fresh process: only `import robust_ssl`, then plain keras.saving.load_model.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "RobustSSLModel []"
+
+
 def test_show_tasks_from_any_directory(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = run_cli(
