@@ -114,6 +114,8 @@ def test_unknown_configs_fail_with_the_known_names(tmp_path, monkeypatch):
         configs.resolve("nowhere/x.py")
     with pytest.raises(configs.UnknownConfigError, match="config file configs/nope.py not found"):
         configs.resolve("configs/nope.py")
+    with pytest.raises(configs.UnknownConfigError, match="config file elsewhere/configs/smoke.py not found"):
+        configs.resolve("elsewhere/configs/smoke.py")  # only the old relative configs/<name>.py is mapped
 
 
 def test_resolve_argv_rewrites_only_the_config_flag():

@@ -37,15 +37,17 @@ def read_png(path):
     return image
 
 
-def assert_one_line_error(result, *fragments, only_line=True):
-    """Exit status 2, no traceback, and one `error: …` line last on stderr."""
+def assert_one_line_error(result, *fragments):
+    """Exit status 2, no traceback, and one `error: …` line last on stderr.
+
+    `import robust_ssl` loads TensorFlow (it registers the model class with
+    Keras), whose start-up log lines may come before the error.
+    """
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    if only_line:
-        assert lines == errors, result.stderr
     for fragment in fragments:
         assert fragment in errors[0]
     return errors[0]
@@ -164,11 +166,10 @@ def test_show_tasks_tool_missing_folder(tmp_path):
 def test_show_tasks_tool_bad_flags(tmp_path):
     result = run_tool(SHOW_TASKS, "--output=fig.png", "--num_images=0", cwd=tmp_path)
     assert_one_line_error(result, "--num_images")
-    # Unknown task: TensorFlow has loaded by then and may log; the error is last.
     result = run_tool(
         SHOW_TASKS, "--output=fig.png", "--num_images=1", "--tasks=rotation,jigsw", cwd=tmp_path
     )
-    assert_one_line_error(result, "'jigsw'", only_line=False)
+    assert_one_line_error(result, "'jigsw'")
     assert not (tmp_path / "fig.png").exists()
 
 

@@ -13,9 +13,9 @@ A `--config` value of the command-line tools is either
 
 optionally followed by `:argument`, which ml_collections passes to
 `get_config` (`file.py:argument`). Overrides such as `--config.train.epochs=1`
-work with both. For the repository layout of earlier versions, a file path
-`…/configs/<name>.py` that does not exist but names a packaged config is read
-as that config, so commands like `--config=configs/smoke.py` keep working.
+work with both. For the repository layout of earlier versions, the relative
+path `configs/<name>.py` of a packaged config, where no such file exists, is
+read as that config, so old commands like `--config=configs/smoke.py` work.
 
 How the flag accepts names: ml_collections' `config_flags.DEFINE_config_file`
 loads its value as a file path, and its flag class is private (no public
@@ -86,9 +86,10 @@ def resolve(name_or_path):
         return path(value) + colon + arg
     file = os.path.abspath(os.path.expanduser(value))
     if not os.path.isfile(file):
-        legacy = os.path.splitext(os.path.basename(file))[0]
-        if os.path.basename(os.path.dirname(file)) == "configs" and legacy in names():
-            file = path(legacy)  # the repository's old configs/<name>.py
+        old_dir, old_file = os.path.split(os.path.normpath(value))
+        old_name, ext = os.path.splitext(old_file)
+        if old_dir == "configs" and ext == ".py" and old_name in names():
+            file = path(old_name)  # the repository's old configs/<name>.py
         else:
             raise UnknownConfigError(f"config file {value} not found")
     return file + colon + arg
