@@ -29,8 +29,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
+    # robust_ssl.configs (the experiment configs) and robust_ssl.commands (the
+    # console script's subcommands) are subpackages of plain modules.
     packages=find_packages(include=["robust_ssl", "robust_ssl.*"]),
     install_requires=INSTALL_REQUIRES,
+    entry_points={"console_scripts": ["robust-ssl = robust_ssl.cli:main"]},
     extras_require={
         "test": ["pytest>=8", "scikit-image>=0.22", "ruff>=0.5"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],

@@ -2,6 +2,10 @@
 
 Implements Kim, Lee & Suh (2019), "Improving Model Robustness via Automatically
 Incorporating Self-supervision Tasks", on Keras 3 / TensorFlow.
+
+Importing the package registers every Keras-serializable class it defines, so
+that a saved run loads with plain `keras.saving.load_model(path)` after
+`import robust_ssl`.
 """
 
 import os
@@ -10,3 +14,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
+
+# The modules whose classes carry @keras.saving.register_keras_serializable
+# (tests/test_cli.py checks that none is missing here).
+from robust_ssl import model  # noqa: E402, F401

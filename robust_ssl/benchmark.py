@@ -1,4 +1,4 @@
-"""Benchmarks of the training step and of the input pipeline (`tools/benchmark.py`).
+"""Benchmarks of the training step and of the input pipeline (`robust-ssl benchmark`).
 
 A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
 `MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
@@ -390,7 +390,7 @@ def _base_config(config_dict):
     import ml_collections
 
     if config_dict is None:
-        raise UserError("no base config given (tools/benchmark.py passes configs/default.py)")
+        raise UserError("no base config given (`robust-ssl benchmark` passes the `default` config)")
     return ml_collections.ConfigDict(config_dict)
 
 
@@ -398,7 +398,7 @@ def mode_config(base, mode, settings):
     """The experiment config of one mode (base config + benchmark settings).
 
     Args:
-      base: ConfigDict of the base experiment (configs/default.py by default).
+      base: ConfigDict of the base experiment (the packaged `default` config by default).
       mode: a `Mode`.
       settings: `Settings`.
 
@@ -410,7 +410,7 @@ def mode_config(base, mode, settings):
     config.model.depth = settings.depth
     config.model.width = settings.width
     config.train.batch_size = settings.batch_size
-    with config.ignore_type():  # the field takes True, False or "auto" (configs/default.py)
+    with config.ignore_type():  # the field takes True, False or "auto" (robust_ssl/configs/default.py)
         config.train.jit_compile = bool(
             settings.jit_compile if mode.jit_compile is None else mode.jit_compile
         )

@@ -3,11 +3,11 @@
 `compare(paths)` reads run workdirs of three kinds and returns one `RunSummary`
 each:
 
-- a training run with fixed λ (`tools/train.py`, AutoML off): λ from its
+- a training run with fixed λ (`robust-ssl train`, AutoML off): λ from its
   config.json, the trajectory (constant) from lambdas.csv;
 - an AutoML run: the initial λ from config.json, the final λ from results.json
   and the trajectory from lambdas.csv;
-- a λ search (`tools/tune.py`, recognised by search.json): the best λ, the
+- a λ search (`robust-ssl tune`, recognised by search.json): the best λ, the
   whole search's time (all trials, all sessions) and the clean test accuracy of
   the best trial's model.
 
@@ -15,11 +15,11 @@ Cost is device-hours: the wall time × the devices used (results.json's
 `wall_time_s` × `replicas`, 1 where the run did not record it; for a search
 search.json's wall time of all sessions). Clean accuracy is results.json's
 `test_accuracy`; the corruption accuracy is the mean accuracy over the cells of
-a robustness evaluation (`tools/evaluate.py`, <run>/robustness/robustness.json)
+a robustness evaluation (`robust-ssl evaluate`, <run>/robustness/robustness.json)
 where the run has one. `markdown_table` and `plot_trajectories` make the report;
 `write_report` writes both.
 
-Nothing here imports TensorFlow: a comparison of finished runs takes a second.
+Nothing here computes with TensorFlow: a comparison of finished runs reads files only.
 """
 
 import dataclasses

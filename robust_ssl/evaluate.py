@@ -718,7 +718,7 @@ def evaluate_run(
     progress=True,
     log=print,
 ):
-    """What `tools/evaluate.py` does: load a run's model, score it, write reports.
+    """What `robust-ssl evaluate` does: load a run's model, score it, write reports.
 
     Args:
       cifar10c_source: "tfds", "generate" or a directory of official .npy files.

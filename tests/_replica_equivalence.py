@@ -15,7 +15,6 @@ import tensorflow as tf  # noqa: E402
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -28,9 +27,10 @@ def set_precision(name):
     keras.config.set_dtype_policy(name)
 
 
+from conftest import tiny_config  # noqa: E402  (tests/ is this script's sys.path[0])
+
 from robust_ssl.model import RobustSSLModel  # noqa: E402
 from robust_ssl.train import train_and_evaluate  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
 
 XLA_COMPILED = set()  # names of the step's computations XLA compiled
 _xla = RobustSSLModel._xla

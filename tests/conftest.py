@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,7 +12,40 @@ import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MINI = REPO.parent / "shared" / "data" / "cifar10-jpeg-mini"
-sys.path.insert(0, str(REPO))  # makes `configs` importable as in tools/*.py
+
+
+def tiny_settings(tasks="rotation", automl=False, **overrides):
+    """The settings `tiny_config` applies to the packaged `default` config, as dotted keys."""
+    return {
+        "data.source": "synthetic",
+        "data.num_train": 256,
+        "data.num_test": 64,
+        "model.depth": 10,
+        "model.width": 1,
+        "tasks": tasks,
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "train.eval_batch_size": 64,
+        "train.steps_per_epoch": 2,
+        "train.verbose": 0,
+        "train.log_every_steps": 1,
+        "automl.enabled": automl,
+        "automl.warmup_epochs": 1,
+        "automl.meta_batch_size": 8,
+        "automl.validation.holdout": 64,
+        **overrides,
+    }
+
+
+def apply_settings(config, settings):
+    """Sets dotted keys of a ConfigDict; returns it."""
+    for key, value in settings.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
 
 
 def tiny_config(tasks="rotation", automl=False, **overrides):
@@ -25,32 +59,41 @@ def tiny_config(tasks="rotation", automl=False, **overrides):
     Returns:
       An ml_collections ConfigDict.
     """
-    from configs import default
+    from robust_ssl.configs import default
 
-    config = default.get_config()
-    config.data.source = "synthetic"
-    config.data.num_train = 256
-    config.data.num_test = 64
-    config.model.depth = 10
-    config.model.width = 1
-    config.tasks = tasks
-    config.train.epochs = 2
-    config.train.batch_size = 16
-    config.train.eval_batch_size = 64
-    config.train.steps_per_epoch = 2
-    config.train.verbose = 0
-    config.train.log_every_steps = 1
-    config.automl.enabled = automl
-    config.automl.warmup_epochs = 1
-    config.automl.meta_batch_size = 8
-    config.automl.validation.holdout = 64
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
+    return apply_settings(default.get_config(), tiny_settings(tasks, automl, **overrides))
+
+
+def write_config_file(path, tasks="rotation", automl=False, **overrides):
+    """A stand-alone config file (outside the package) whose get_config() is `tiny_config(...)`."""
+    settings = tiny_settings(tasks, automl, **overrides)
+    pathlib.Path(path).write_text(
+        '"""A tiny test config."""\n\n'
+        "from robust_ssl.configs import default\n\n"
+        f"SETTINGS = {settings!r}\n\n\n"
+        "def get_config():\n"
+        "    config = default.get_config()\n"
+        "    for key, value in SETTINGS.items():\n"
+        "        node = config\n"
+        '        *path, leaf = key.split(".")\n'
+        "        for part in path:\n"
+        "            node = node[part]\n"
+        "        node[leaf] = value\n"
+        "    return config\n"
+    )
+    return str(path)
+
+
+def run_cli(*args, cwd=REPO, timeout=600, env=None):
+    """Runs `robust-ssl <args>` (as `python -m robust_ssl.cli`) in a subprocess; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "robust_ssl.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture

@@ -1,31 +1,23 @@
-"""tools/benchmark.py: a quick run writes the table and JSON; FLOP counting and helpers."""
+"""`robust-ssl benchmark`: a quick run writes the table and JSON; FLOP counting and helpers."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 from robust_ssl import benchmark
 from robust_ssl.errors import UserError
-from tests.conftest import REPO
 
 
 def test_quick_run_writes_json_and_markdown_with_positive_numbers(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "benchmark.py"),
-            "--quick",
-            "--modes=fixed_rotation,automl4_fast",
-            "--batch_size=8",
-            "--meta_batch_size=4",
-            f"--output_dir={out}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    proc = run_cli(
+        "benchmark",
+        "--quick",
+        "--modes=fixed_rotation,automl4_fast",
+        "--batch_size=8",
+        "--meta_batch_size=4",
+        f"--output_dir={out}",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -129,21 +121,15 @@ def test_modes_and_settings_are_checked():
 
 
 def test_bad_flag_exits_with_a_one_line_error(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "benchmark.py"), "--modes=nope", f"--output_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = run_cli("benchmark", "--modes=nope", f"--output_dir={tmp_path}", timeout=120)
     assert proc.returncode == 2
     assert "error: unknown mode 'nope'" in proc.stderr
 
 
 def test_breakdown_times_the_pieces_of_a_step():
     settings = benchmark.quick_settings(batch_size=4, steps=1, isolate=False)
-    from configs import default
     from robust_ssl import config_utils
+    from robust_ssl.configs import default
 
     out = benchmark.run_breakdown("fixed_rotation", settings, config_utils.to_dict(default.get_config()))
     pieces = out["pieces"]

@@ -1,18 +1,16 @@
 """Tests of the CIFAR-10-C corruption generator (robust_ssl.data.corruptions)."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from scipy import ndimage
 
 from robust_ssl.data import cifar10c, splits, synthetic
 from robust_ssl.data import corruptions as C
 from robust_ssl.errors import UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANDOM = (
     "gaussian_noise",
     "shot_noise",
@@ -324,14 +322,7 @@ def test_parse_corruptions_and_severities():
 
 
 def _run_tool(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "make_cifar10c.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=300,
-    )
+    return run_cli("make-cifar10c", *args, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
 
 
 def test_make_cifar10c_tool_on_an_image_folder(images, tmp_path):

@@ -6,11 +6,11 @@ import sys
 import types
 
 import pytest
+from conftest import REPO, tiny_config
 
 from robust_ssl import distribute
 from robust_ssl.errors import ConfigError
 from robust_ssl.model import RobustSSLModel
-from tests.conftest import REPO, tiny_config
 
 
 def run_case(case):

@@ -1,22 +1,18 @@
-"""Tests of the robustness evaluation (robust_ssl.evaluate, robust_ssl.report, tools/evaluate.py)."""
+"""Tests of the robustness evaluation (robust_ssl.evaluate, robust_ssl.report, `robust-ssl evaluate`)."""
 
 import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 
 from robust_ssl import evaluate, report
 from robust_ssl.data import cifar10c, synthetic
 from robust_ssl.data import corruptions as C
 from robust_ssl.errors import UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ConstantModel:
@@ -341,14 +337,7 @@ def test_full_generated_grid_of_a_trained_model(tiny_run, tmp_path):
 
 
 def _run_tool(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=300,
-    )
+    return run_cli("evaluate", *args, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
 
 
 def test_tool_end_to_end_with_a_baseline(tiny_run, tmp_path):

@@ -257,7 +257,7 @@ def test_model_comes_from_latest_checkpoint_without_model_keras(workdir, tmp_pat
 # ---------------------------------------------------------------- the tool
 def test_tool_end_to_end(workdir, tmp_path):
     base = str(tmp_path / "served")
-    tool = [sys.executable, "tools/export.py", f"--workdir={workdir}", f"--export_dir={base}"]
+    tool = [sys.executable, "-m", "robust_ssl.cli", "export", f"--workdir={workdir}", f"--export_dir={base}"]
     result = _run([*tool, "--with_ssl_heads"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"exported version 1 to {os.path.join(base, '1')}" in result.stdout

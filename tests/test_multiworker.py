@@ -9,12 +9,12 @@ import sys
 
 import keras
 import numpy as np
+from conftest import REPO
 
-import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for loading)
-from tests.conftest import REPO
+import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
 
 FLAGS = [
-    "--config=configs/smoke_automl.py",
+    "--config=smoke_automl",
     "--config.model.depth=10",
     "--config.model.sync_batch_norm=True",
     "--config.train.precision=float64",  # equality up to float64 round-off
@@ -41,7 +41,7 @@ def free_ports(count):
 
 
 def train_command(workdir, *extra):
-    return [sys.executable, str(REPO / "tools" / "train.py"), f"--workdir={workdir}", *FLAGS, *extra]
+    return [sys.executable, "-m", "robust_ssl.cli", "train", f"--workdir={workdir}", *FLAGS, *extra]
 
 
 def load(path):

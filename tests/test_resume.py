@@ -9,12 +9,12 @@ import time
 
 import keras
 import numpy as np
+from conftest import REPO
 
-import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for loading)
-from tests.conftest import REPO
+import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
 
 FLAGS = [
-    "--config=configs/smoke_automl.py",
+    "--config=smoke_automl",
     "--config.model.depth=10",
     "--config.data.num_train=192",
     "--config.data.num_test=64",
@@ -29,7 +29,7 @@ FLAGS = [
 
 
 def command(workdir):
-    return [sys.executable, str(REPO / "tools" / "train.py"), f"--workdir={workdir}", *FLAGS]
+    return [sys.executable, "-m", "robust_ssl.cli", "train", f"--workdir={workdir}", *FLAGS]
 
 
 def test_sigkill_mid_training_then_same_command_resumes_exactly(tmp_path):

@@ -3,19 +3,17 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_cli, tiny_config
 
 from robust_ssl import meta, train
 from robust_ssl.data import datasets, pipeline
 from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.tasks.rotation import RotationTask
-from tests.conftest import REPO, tiny_config
 
 
 def read_csv(path):
@@ -210,13 +208,7 @@ def test_training_stream_is_a_function_of_the_seed():
 
 # ---------------------------------------------------------------- the tool
 def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+    return run_cli("train", *args)
 
 
 TINY_FLAGS = [
@@ -230,7 +222,7 @@ TINY_FLAGS = [
 ]
 
 
-@pytest.mark.parametrize("config_file", ["configs/smoke.py", "configs/smoke_automl.py"])
+@pytest.mark.parametrize("config_file", ["smoke", "smoke_automl"])
 def test_train_tool_runs_end_to_end(tmp_path, config_file):
     extra = ["--config.automl.warmup_epochs=1", "--config.automl.validation.holdout=32"]
     proc = run_tool(
@@ -248,7 +240,7 @@ def test_train_tool_runs_end_to_end(tmp_path, config_file):
 
 
 def test_train_tool_bad_input_is_one_error_line(tmp_path):
-    proc = run_tool("--config=configs/smoke.py", f"--workdir={tmp_path}", "--config.tasks=rotation,nope")
+    proc = run_tool("--config=smoke", f"--workdir={tmp_path}", "--config.tasks=rotation,nope")
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [

@@ -1,23 +1,21 @@
-"""λ search with keras-tuner (robust_ssl.tuning, tools/tune.py) and run comparison (robust_ssl.compare).
+"""λ search with keras-tuner (robust_ssl.tuning, `robust-ssl tune`) and run comparison (robust_ssl.compare).
 
 The expensive pieces run once per module: a search of 1 trial that a second
-invocation extends to 2 (both through tools/tune.py), and a tools/train.py run
-of the best config it writes. Every trial trains WRN-10-1 on generated data for
+invocation extends to 2 (both through `robust-ssl tune`), and a `robust-ssl
+train` run, in a directory outside the repository, of the best config it writes. Every trial trains WRN-10-1 on generated data for
 1 epoch of 2 steps.
 """
 
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli, tiny_config, write_config_file
 
-from robust_ssl import compare, tuning
+from robust_ssl import compare, configs, tuning
 from robust_ssl.errors import ConfigError, UserError
-from tests.conftest import REPO, tiny_config
 
 # The objective's validation set: corrupted held-out training images, a small
 # version of the default corrupted_holdout settings (64 images x 2 x 2 = 256).
@@ -34,14 +32,8 @@ def small_config(tasks=TASKS, **overrides):
     return tiny_config(tasks, **{**VALIDATION, **overrides})
 
 
-def run_tool(name, *args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / name), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+def run_tool(command, *args, cwd=None):
+    return run_cli(command, *args, **({"cwd": cwd} if cwd else {}))
 
 
 def read_csv(path):
@@ -57,16 +49,8 @@ def read_json(path):
 # ---------------------------------------------------------------- the shared search
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
-    """A config file outside configs/ that returns `small_config()`."""
-    path = tmp_path_factory.mktemp("configs") / "tiny_search.py"
-    path.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from tests.conftest import tiny_config\n\n\n"
-        "def get_config():\n"
-        f"    return tiny_config({TASKS!r}, **{VALIDATION!r})\n"
-    )
-    return str(path)
+    """A config file outside the package that returns `small_config()`."""
+    return write_config_file(tmp_path_factory.mktemp("configs") / "tiny_search.py", TASKS, **VALIDATION)
 
 
 @pytest.fixture(scope="module")
@@ -74,28 +58,29 @@ def search(tmp_path_factory, config_file):
     """A random search run with max_trials=1, then continued with max_trials=2."""
     workdir = tmp_path_factory.mktemp("search")
     args = [f"--config={config_file}", f"--workdir={workdir}", "--tuner=random", *TRIAL_FLAGS]
-    first = run_tool("tune.py", *args, "--max_trials=1")
+    first = run_tool("tune", *args, "--max_trials=1")
     assert first.returncode == 0, first.stderr[-3000:]
     after_first = {
         "trial_0": (workdir / "keras_tuner" / "trial_0" / "trial.json").read_text(),
         "trials": sorted(os.listdir(workdir / "keras_tuner")),
         "search": read_json(workdir / "search.json"),
     }
-    second = run_tool("tune.py", *args, "--max_trials=2")
+    second = run_tool("tune", *args, "--max_trials=2")
     assert second.returncode == 0, second.stderr[-3000:]
     return {"workdir": workdir, "first": first, "second": second, "after_first": after_first}
 
 
 @pytest.fixture(scope="module")
 def best_run(tmp_path_factory, search):
-    """tools/train.py trained on the search's best_config.py (tiny budget)."""
+    """`robust-ssl train` of the search's best_config.py (tiny budget), run outside the repository."""
     workdir = tmp_path_factory.mktemp("best_run")
     proc = run_tool(
-        "train.py",
+        "train",
         f"--config={search['workdir'] / 'best_config.py'}",
         f"--workdir={workdir}",
         "--config.train.epochs=1",
         "--config.train.steps_per_epoch=2",
+        cwd=workdir,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir
@@ -190,7 +175,7 @@ def test_validation_set_is_the_one_train_builds_for_automl():
 def test_best_config_file_trains_with_the_best_lambdas(search, best_run):
     best = read_json(search["workdir"] / "best_lambdas.json")
     text = (search["workdir"] / "best_config.py").read_text()
-    assert "importlib" in text  # the base file lives outside configs/: imported by path
+    assert "importlib" in text  # the base file lives outside the package: imported by path
     saved = read_json(best_run / "config.json")
     assert saved["automl"]["enabled"] is False
     assert saved["tasks"] == TASKS
@@ -201,15 +186,18 @@ def test_best_config_file_trains_with_the_best_lambdas(search, best_run):
     assert results["steps"] == 2
 
 
-def test_best_config_of_a_repo_config_imports_it_and_keeps_overrides(tmp_path):
-    base = tuning.load_config_file("configs/smoke.py")
-    config = tuning.load_config_file("configs/smoke.py")
+@pytest.mark.parametrize("by", ["name", "file"])
+def test_best_config_of_a_packaged_config_imports_it_and_keeps_overrides(tmp_path, by):
+    base_config = "smoke" if by == "name" else configs.path("smoke")
+    base = tuning.load_config_file(base_config)
+    config = tuning.load_config_file(base_config)
     config.tasks = "rotation,color"
     config.train.epochs = 7
     config.train.verbose = 0  # a run-time switch: not carried over
     best = {"lambdas": {"rotation": 0.25, "color": 1.5}, "learning_rate": 0.02}
-    text = tuning.render_best_config("configs/smoke.py", config, best)
-    assert "from configs import smoke as _base" in text
+    text = tuning.render_best_config(base_config, config, best)
+    assert "from robust_ssl.configs import smoke as _base" in text
+    assert "importlib" not in text and "sys.path" not in text
     path = tmp_path / "best_config.py"
     path.write_text(text)
     loaded = tuning.load_config_file(str(path))
@@ -244,7 +232,8 @@ def test_an_interrupted_trial_is_run_again_with_the_same_values(tmp_path, monkey
     finished = read_json(tmp_path / "keras_tuner" / "trial_0" / "trial.json")
     assert finished["hyperparameters"]["values"] == started["hyperparameters"]["values"]
     assert [s["trials_run"] for s in result["sessions"]] == [["0"], ["0", "1"]]
-    # Without a config file, best_config.py builds on configs/default.py plus every setting that differs.
+    # Without a config file, best_config.py builds on the packaged `default` plus every setting that differs.
+    assert "from robust_ssl.configs import default as _base" in (tmp_path / "best_config.py").read_text()
     loaded = tuning.load_config_file(str(tmp_path / "best_config.py"))
     assert loaded.model.depth == 10 and loaded.data.source == "synthetic" and loaded.tasks == TASKS
     assert loaded.task_weights.ir == pytest.approx(result["best"]["lambdas"]["ir"])
@@ -297,8 +286,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path, search):
 
 def test_tune_tool_bad_input_is_one_error_line(tmp_path):
     proc = run_tool(
-        "tune.py",
-        "--config=configs/smoke.py",
+        "tune",
+        "--config=smoke",
         f"--workdir={tmp_path}",
         "--lambda_sampling=log",
         "--max_trials=2",
@@ -331,7 +320,7 @@ def automl_run(tmp_path_factory):
 def test_compare_tool_reports_lambdas_cost_and_accuracy(tmp_path, search, best_run, automl_run):
     output = tmp_path / "report" / "cmp.md"
     proc = run_tool(
-        "compare.py",
+        "compare",
         str(automl_run),
         str(search["workdir"]),
         str(best_run),
@@ -399,7 +388,7 @@ def test_compare_reads_the_lambda_trajectory_of_an_automl_run(automl_run):
 
 
 def test_compare_refuses_a_directory_that_is_no_run(tmp_path):
-    proc = run_tool("compare.py", str(tmp_path))
+    proc = run_tool("compare", str(tmp_path))
     assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {tmp_path} holds neither a training run (config.json) nor a λ search (search.json)"

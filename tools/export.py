@@ -1,58 +1,8 @@
-r"""Exports a trained robust_ssl classifier as a versioned SavedModel for TF Serving.
+"""Kept for old commands: the same as `robust-ssl export` (robust_ssl/commands/export.py)."""
 
-  python tools/export.py --workdir=runs/smoke --export_dir=exports/robust_ssl
-  python tools/export.py --workdir=runs/rot --export_dir=exports/rot --with_ssl_heads
-  python tools/export.py --workdir=runs/rot --export_dir=exports/rot --version=1 --overwrite
-
-The model is <workdir>/model.keras, else the newest <workdir>/checkpoints/epoch_NNN.keras.
-It is written to <export_dir>/<version>/ (default version: max existing + 1).
-See docs/serving.md (README "Serving") for the signatures and how to serve them.
-"""
-
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from robust_ssl import cli  # noqa: E402
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (or a .keras model file).")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Base directory of the versioned exports.")
-_VERSION = flags.DEFINE_integer(
-    "version", None, "Version to write; default: max existing + 1.", lower_bound=1
-)
-_WITH_SSL_HEADS = flags.DEFINE_bool(
-    "with_ssl_heads", False, "Add the `ssl_heads` signature (rotation, rgb, jigsaw heads)."
-)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
-_VERIFY = flags.DEFINE_bool(
-    "verify", True, "Reload the export and compare its probabilities with the Keras model's."
-)
-flags.mark_flags_as_required(["workdir", "export_dir"])
-
-
-def main(argv):
-    del argv
-    from robust_ssl import export
-
-    with cli.user_errors():
-        model = export.load_model(_WORKDIR.value)
-        path = export.export_saved_model(
-            model,
-            _EXPORT_DIR.value,
-            version=_VERSION.value,
-            with_ssl_heads=_WITH_SSL_HEADS.value,
-            overwrite=_OVERWRITE.value,
-        )
-    print(f"exported version {os.path.basename(path)} to {path}")
-    for line in export.describe(path):
-        print(f"  {line}")
-    if _VERIFY.value:
-        diff = export.verify_export(path, model, export.sample_images(model))
-        print(f"verified: max |probability difference| vs the Keras model = {diff:.3g}")
-
+from robust_ssl import cli
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(cli.main(["export", *sys.argv[1:]]))

@@ -1,75 +1,8 @@
-r"""Searches fixed λ with keras-tuner (the baseline AutoML competes with).
+"""Kept for old commands: the same as `robust-ssl tune` (robust_ssl/commands/tune.py)."""
 
-  python tools/tune.py --config=configs/smoke_tune.py --workdir=runs/tune \
-      --tuner=random --max_trials=4
-  python tools/tune.py --config=configs/automl4.py --workdir=runs/tune4 \
-      --tuner=bayesian --max_trials=20 --epochs=10 --tune_learning_rate
-
-Every trial trains with fixed λ (AutoML off) and is scored by `val_accuracy` on
-the validation set the config's `automl.validation` settings give the AutoML
-meta loss. Running the same command again continues an interrupted search
-(a larger --max_trials extends a finished one). Writes the trials table,
-search.json (wall time, CPU hours), best_lambdas.json and best_config.py
-(train it with `python tools/train.py --config=<workdir>/best_config.py`).
-"""
-
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from robust_ssl import cli  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Base experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the search; an existing search there resumes.")
-_TUNER = flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"], "keras-tuner oracle.")
-_MAX_TRIALS = flags.DEFINE_integer("max_trials", 10, "Total number of trials, counting earlier sessions.")
-_EPOCHS = flags.DEFINE_integer("epochs", 0, "Trial budget in epochs (0: config.train.epochs).")
-_STEPS = flags.DEFINE_integer(
-    "steps_per_epoch", 0, "Trial steps per epoch (0: config.train.steps_per_epoch, 0 there = one pass)."
-)
-_LAMBDA_MIN = flags.DEFINE_float("lambda_min", 0.0, "Lower end of every λ's range.")
-_LAMBDA_MAX = flags.DEFINE_float("lambda_max", 2.0, "Upper end of every λ's range.")
-_SAMPLING = flags.DEFINE_enum("lambda_sampling", "linear", ["linear", "log"], "How λ is sampled.")
-_TUNE_LR = flags.DEFINE_bool("tune_learning_rate", False, "Also search the initial learning rate (log).")
-_LR_MIN = flags.DEFINE_float("lr_min", 0.01, "Lower end of the learning-rate range.")
-_LR_MAX = flags.DEFINE_float("lr_max", 0.3, "Upper end of the learning-rate range.")
-_FACTOR = flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard a search already in --workdir.")
-flags.mark_flags_as_required(["workdir"])
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from robust_ssl import tuning
-
-    with cli.user_errors():
-        space = tuning.SearchSpace(
-            lambda_min=_LAMBDA_MIN.value,
-            lambda_max=_LAMBDA_MAX.value,
-            lambda_sampling=_SAMPLING.value,
-            tune_learning_rate=_TUNE_LR.value,
-            lr_min=_LR_MIN.value,
-            lr_max=_LR_MAX.value,
-        )
-        result = tuning.search(
-            _CONFIG.value,
-            _WORKDIR.value,
-            tuner=_TUNER.value,
-            max_trials=_MAX_TRIALS.value,
-            space=space,
-            epochs=_EPOCHS.value or None,
-            steps_per_epoch=_STEPS.value or None,
-            config_file=config_flags.get_config_filename(flags.FLAGS["config"]),
-            overwrite=_OVERWRITE.value,
-            hyperband_factor=_FACTOR.value,
-        )
-    print(tuning.summary(result, _WORKDIR.value))
-
+from robust_ssl import cli
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(cli.main(["tune", *sys.argv[1:]]))

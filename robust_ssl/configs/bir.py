@@ -1,6 +1,6 @@
 """Table 1, bir: main task + bir with fixed λ = 0.5."""
 
-from configs import default
+from robust_ssl.configs import default
 
 
 def get_config():

@@ -4,7 +4,7 @@ The generated set (`robust_ssl.data.synthetic`) holds class-dependent shapes,
 colours and textures, so accuracy rises well above chance in 3 epochs.
 """
 
-from configs import default
+from robust_ssl.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """AutoML λ with all seven self-supervision tasks (leak-free meta-validation)."""
 
-from configs import automl4
+from robust_ssl.configs import automl4
 
 
 def get_config():

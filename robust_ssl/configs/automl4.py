@@ -2,11 +2,11 @@
 
 Meta-validation is leak-free by default: 1,000 held-out training images
 corrupted with the 4 extra CIFAR-10-C corruptions only, so the 15 benchmark
-corruptions are never seen by the meta loss. `configs/paper_automl4.py` keeps
+corruptions are never seen by the meta loss. the `paper_automl4` config keeps
 the paper's protocol (1% of CIFAR-10-C itself).
 """
 
-from configs import default
+from robust_ssl.configs import default
 
 
 def get_config():

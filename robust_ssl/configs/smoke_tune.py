@@ -2,18 +2,18 @@
 
 Same data (1,600 generated images), tiny WRN, the paper's four tasks and the
 same meta-validation settings (64 held-out images corrupted with the 4 extra
-corruptions), so `tools/tune.py` scores every fixed-λ trial on exactly the
+corruptions), so `robust-ssl tune` scores every fixed-λ trial on exactly the
 images AutoML's meta loss uses in `smoke_automl.py`:
 
-  python tools/tune.py --config=configs/smoke_tune.py --workdir=runs/smoke_tune --max_trials=4
+  robust-ssl tune --config=smoke_tune --workdir=runs/smoke_tune --max_trials=4
 """
 
-from configs import smoke_automl
+from robust_ssl.configs import smoke_automl
 
 
 def get_config():
     config = smoke_automl.get_config()
-    # tools/tune.py turns AutoML off in every trial anyway; off here too, so that
+    # `robust-ssl tune` turns AutoML off in every trial anyway; off here too, so that
     # training this file directly gives the fixed-λ (0.5) baseline.
     config.automl.enabled = False
     return config

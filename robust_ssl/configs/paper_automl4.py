@@ -2,13 +2,13 @@
 
 The first 100 images of every (corruption, severity) block of the 19 CIFAR-10-C
 corruptions (9,500 images) form the meta-validation set, as the authors' code;
-`tools/evaluate.py` then scores only the remaining images. Needs CIFAR-10-C
+`robust-ssl evaluate` then scores only the remaining images. Needs CIFAR-10-C
 from tfds (`cifar10_corrupted`) or an official `.npy` directory
 (`--config.automl.validation.cifar10c_source=npy
  --config.automl.validation.cifar10c_dir=<dir>`).
 """
 
-from configs import automl4
+from robust_ssl.configs import automl4
 
 
 def get_config():

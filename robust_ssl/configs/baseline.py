@@ -1,6 +1,6 @@
 """Table 1, baseline: no self-supervision."""
 
-from configs import default
+from robust_ssl.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Table 1, jigsaw: main task + jigsaw with fixed λ = 0.5."""
 
-from configs import default
+from robust_ssl.configs import default
 
 
 def get_config():

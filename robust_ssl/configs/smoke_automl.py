@@ -4,7 +4,7 @@ Warm-up of 1 epoch with fixed λ, then a meta step every step on 256 held-out
 images corrupted with the 4 extra corruptions. A few minutes on 2 cores.
 """
 
-from configs import smoke
+from robust_ssl.configs import smoke
 
 
 def get_config():

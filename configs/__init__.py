@@ -1,1 +1,0 @@
-"""Experiment configs: each module's `get_config()` returns an ml_collections.ConfigDict."""

@@ -1,0 +1,116 @@
+r"""Times training steps per mode and the input pipeline; writes a table and JSON.
+
+  robust-ssl benchmark --output_dir=runs/benchmark
+  robust-ssl benchmark --modes=fixed4,automl4_fast,automl4_fast_every4 --steps=12
+  robust-ssl benchmark --modes=baseline_noxla,baseline_xla --pipeline=false
+  robust-ssl benchmark --quick --output_dir=/tmp/bench   # tiny model, 3 steps (CI)
+
+Each mode runs `model.train_step` in a `tf.function` on one fixed batch, in its
+own subprocess, after warm-up steps; see `robust_ssl.benchmark` for what each
+column means and how FLOPs are counted. Modes: baseline, baseline_xla,
+baseline_noxla, fixed_rotation, fixed4, fixed4_xla, fixed7, automl4_fast,
+automl4_fast_every4, automl4_naive, automl7_fast (or "all").
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from robust_ssl import benchmark, cli, configs
+
+# robust_ssl.cli resolves a config name given to this flag into its file.
+CONFIG_FLAG = configs.FLAG
+_CONFIG = config_flags.DEFINE_config_file(
+    CONFIG_FLAG,
+    configs.path(configs.DEFAULT),
+    configs.help_text(
+        "Base experiment config (optimiser, λ, task options; the flags below override its "
+        "model size, batch size, tasks and AutoML settings per mode)"
+    ),
+)
+_MODES = flags.DEFINE_string(
+    "modes",
+    ",".join(benchmark.DEFAULT_MODES),
+    f"Comma-separated modes or 'all': {', '.join(benchmark.MODES)}.",
+)
+_DEPTH = flags.DEFINE_integer("depth", None, "WideResNet depth (default 40; 10 with --quick).")
+_WIDTH = flags.DEFINE_integer("width", None, "WideResNet width (default 2; 1 with --quick).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Labelled batch size (default 64; 16 with --quick).")
+_META_BATCH = flags.DEFINE_integer("meta_batch_size", None, "Meta-step validation batch (default 25).")
+_STEPS = flags.DEFINE_integer("steps", None, "Timed steps per mode (default 10; 3 with --quick).")
+_WARMUP = flags.DEFINE_integer("warmup_steps", None, "Untimed warm-up steps per mode (default 2).")
+_META_EVERY = flags.DEFINE_integer(
+    "meta_every", 1, "Meta step every k-th step for AutoML modes that do not fix their own k."
+)
+_JIT = flags.DEFINE_bool("jit_compile", False, "XLA for the modes that do not fix their own setting.")
+_MIXED = flags.DEFINE_enum(
+    "mixed_precision", "", ["", "bf16", "fp16"], "Mixed precision policy ('' = float32)."
+)
+_PIPELINE = flags.DEFINE_bool("pipeline", True, "Also time the input pipeline and the task transforms.")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", None, "Batches timed in the pipeline benchmark.")
+_ISOLATE = flags.DEFINE_bool(
+    "isolate", True, "Run each mode in a fresh subprocess (peak memory per mode; no state carried over)."
+)
+_BREAKDOWN = flags.DEFINE_string(
+    "breakdown",
+    "",
+    "Comma-separated modes whose step is also timed piece by piece (forward, backward(s), lookahead).",
+)
+_INTERLEAVE = flags.DEFINE_bool(
+    "interleave",
+    False,
+    "Time all modes in one process, one step of each in turn: steadier ratios on a loaded machine.",
+)
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny model (WRN-10-1, batch 16) and 3 steps: a smoke run for CI.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmark", "Where benchmark.json and benchmark.md go.")
+
+
+def _settings():
+    overrides = {
+        "depth": _DEPTH.value,
+        "width": _WIDTH.value,
+        "batch_size": _BATCH.value,
+        "meta_batch_size": _META_BATCH.value,
+        "steps": _STEPS.value,
+        "warmup_steps": _WARMUP.value,
+        "pipeline_batches": _PIPELINE_BATCHES.value,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(
+        meta_every=_META_EVERY.value,
+        jit_compile=_JIT.value,
+        mixed_precision=_MIXED.value,
+        pipeline=_PIPELINE.value,
+        isolate=_ISOLATE.value,
+        interleave=_INTERLEAVE.value,
+    )
+    if _QUICK.value:
+        return benchmark.quick_settings(**overrides)
+    return benchmark.Settings(**overrides)
+
+
+def main(argv):
+    from robust_ssl import config_utils
+
+    with cli.user_errors():
+        cli.no_arguments(argv)
+        settings = _settings()
+        modes = benchmark.parse_modes(_MODES.value)
+        breakdown = benchmark.parse_modes(_BREAKDOWN.value) if _BREAKDOWN.value.strip() else []
+        results = benchmark.run(
+            settings,
+            config_utils.to_dict(_CONFIG.value),
+            modes,
+            breakdown_modes=breakdown,
+            checkpoint=lambda partial: benchmark.write_report(partial, _OUTPUT_DIR.value),
+        )
+        json_path, md_path, text = benchmark.write_report(results, _OUTPUT_DIR.value)
+    print()
+    print(text)
+    print(f"written: {json_path}, {md_path}")
+    failed = [name for name, r in results["modes"].items() if "error" in r]
+    failed += [f"breakdown {name}" for name, r in results.get("breakdown", {}).items() if "error" in r]
+    if failed or "error" in results.get("pipeline", {}):
+        print(f"error: failed: {', '.join(failed) or 'input pipeline'}", file=sys.stderr)
+        sys.exit(1)
