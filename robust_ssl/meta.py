@@ -9,7 +9,7 @@ L_λ is linear in λ and the g_i do not depend on λ, so
 
     ∂L_meta/∂λ_i = −α ⟨∇_ψ' L_main(val; ψ'), g_i⟩,
 
-exact without any second-order backpropagation (DESIGN.md §4).
+exact without any second-order backpropagation (docs/design.md derives it).
 """
 
 import tensorflow as tf

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
 from robust_ssl import train
 from robust_ssl.data import datasets, splits
 from robust_ssl.errors import ConfigError
-from tests.conftest import tiny_config
 
 CLASSES = ("ant", "bee", "cat", "dog")
 

@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_fixtures import FlipConsistencyTask, registered
 
 from robust_ssl import meta, steps
 from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import TASKS
-from tests.task_fixtures import FlipConsistencyTask, registered
 
 ALL_TASKS = tuple(TASKS)
 # Self-supervised heads and a classifier objective (its gradient reaches the

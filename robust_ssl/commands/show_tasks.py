@@ -24,7 +24,7 @@ _FOLDER = flags.DEFINE_string(
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 4, "Number of images (rows).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the image choice and of the random tasks.")
 _TASKS = flags.DEFINE_string(
-    "tasks", "rotation,color,ir,bir,inpaint,rgb,jigsaw", "Comma-separated task names (columns)."
+    "tasks", "", "Comma-separated task names (columns); default: every registered task."
 )
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", 32, "Image size in pixels (folder images are resized to it)."
@@ -50,7 +50,8 @@ def main(argv):
             from robust_ssl.data import synthetic
 
             images, _ = synthetic.generate(num_images, seed=_SEED.value, image_size=size)
-        from robust_ssl.tasks import make_tasks
+        from robust_ssl.tasks import TASKS, make_tasks
 
-        path = figures.task_grid(images, make_tasks(_TASKS.value), _SEED.value, _OUTPUT.value)
+        names = _TASKS.value or list(TASKS)
+        path = figures.task_grid(images, make_tasks(names), _SEED.value, _OUTPUT.value)
     print(f"wrote {os.path.abspath(path)}")
