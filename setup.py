@@ -6,6 +6,10 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.*",
     "keras==3.15.*",
     "tensorflow-datasets>=4.9",
+    # tfds prepares a download through etils' epath, which needs these (not
+    # pulled in by tensorflow-datasets 4.9.10 itself).
+    "importlib_resources",
+    "etils[epath]",
     "keras-tuner>=1.4,<1.5",
     "scikit-learn>=1.3",  # keras-tuner's bayesian oracle
     "absl-py>=2.0",

@@ -51,7 +51,9 @@ def get_config():
     # Comma-separated task names, "" for the baseline (no self-supervision).
     config.tasks = ""
     # λ of each task (fixed, or the starting point of AutoML). Paper: 0.5.
-    config.task_weights = ml_collections.ConfigDict({name: 0.5 for name in TASKS})
+    config.task_weights = ml_collections.ConfigDict(
+        {name: task.default_weight for name, task in TASKS.items()}
+    )
     config.task_options = ml_collections.ConfigDict(
         {name: dict(task.DEFAULT_OPTIONS) for name, task in TASKS.items()}
     )

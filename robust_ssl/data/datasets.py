@@ -5,6 +5,7 @@ datasets; the pipelines in `robust_ssl.data.pipeline` do the rest.
 """
 
 import dataclasses
+import difflib
 import os
 
 import numpy as np
@@ -108,16 +109,23 @@ def load_tfds(name, data_dir=None, manual_dir=None, download=True, train_split="
     """
     import tensorflow_datasets as tfds
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir or None)
-    except Exception as e:  # unknown name
-        raise UserError(f"unknown tfds dataset {name!r}: {e}") from e
+    if name not in tfds.list_builders():
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (tfds.list_builders() lists them)"
+        raise UserError(f"unknown tfds dataset {name!r}{hint}")
+    builder = tfds.builder(name, data_dir=data_dir or None)
     if not builder.is_prepared():
         if not download and not manual_dir:
             raise UserError(_no_data_message(name, "not prepared and downloads are off"))
         try:
             config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
             builder.download_and_prepare(download_config=config)
+        except ImportError as e:
+            # A broken install, not the network: say which module is missing.
+            raise UserError(
+                f"tensorflow-datasets cannot prepare {name!r}: {type(e).__name__}: {e} "
+                f"(reinstall robust_ssl's dependencies: pip install -e .)"
+            ) from e
         except Exception as e:
             raise UserError(
                 _no_data_message(name, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")

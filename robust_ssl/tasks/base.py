@@ -79,6 +79,7 @@ class Task:
       uses_clean_input: the head reads the clean batch's features (no extra
         trunk forward, no "inputs" in the batch).
       uses_classifier: see above.
+      default_weight: the λ configs start from (0.5, the paper's value).
       DEFAULT_OPTIONS: the task's options and their defaults.
       probe_classes: > 0 where the task classifies among `probe_classes`
         transformations of an image (`probe_inputs`; transformation 0 is the
@@ -89,6 +90,7 @@ class Task:
     order = 100
     uses_clean_input = False
     uses_classifier = False
+    default_weight = 0.5  # λ a config starts from (the paper's 0.5 for single tasks)
     DEFAULT_OPTIONS = {}
     probe_classes = 0
 

@@ -1,0 +1,139 @@
+"""Test-time adaptation: each mode against an independent computation, resets, no leaks."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from robust_ssl import adaptation
+from robust_ssl.errors import UserError
+from robust_ssl.model import RobustSSLModel
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    model = RobustSSLModel(depth=10, width=1, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
+    # Training statistics far from the test batches', so `bn` differs from `none`.
+    for layer in adaptation._layers(model.trunk):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 0.3)
+            layer.moving_variance.assign(layer.moving_variance * 2.0)
+    return model
+
+
+def batch(n=8, seed=0):
+    return np.random.default_rng(seed).random((n, 32, 32, 3)).astype(np.float32)
+
+
+def weights(model):
+    return [v.numpy().copy() for v in model.weights]
+
+
+def test_none_is_the_model_itself(model):
+    x = batch()
+    np.testing.assert_allclose(
+        adaptation.Adapter(model, "none").predict(x), model(x, training=False), atol=1e-6
+    )
+
+
+def test_bn_equals_an_independent_forward_with_the_batch_moments(model):
+    x = batch()
+    copy = keras.models.clone_model(model.trunk)
+    copy.set_weights(model.trunk.get_weights())
+    expected = model.classifier(copy(x, training=True))  # a fresh model in training mode: batch moments
+    before = weights(model)
+    got = adaptation.Adapter(model, "bn").predict(x)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, model(x, training=False), atol=1e-3)
+    for a, b in zip(before, weights(model)):  # the model's moving averages did not move
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bn_prior_interpolates_between_training_and_batch_statistics(model):
+    x = batch()
+    none = model(x, training=False).numpy()
+    batch_only = adaptation.Adapter(model, "bn").predict(x)
+    strong = adaptation.Adapter(model, "bn", adaptation.Settings(bn_prior=1e9)).predict(x)
+    weak = adaptation.Adapter(model, "bn", adaptation.Settings(bn_prior=1e-6)).predict(x)
+    middle = adaptation.Adapter(model, "bn", adaptation.Settings(bn_prior=8.0)).predict(x)
+    np.testing.assert_allclose(strong, none, atol=1e-4)
+    np.testing.assert_allclose(weak, batch_only, atol=1e-4)
+    assert not np.allclose(middle, none, atol=1e-3) and not np.allclose(middle, batch_only, atol=1e-3)
+
+
+def test_tent_updates_only_batch_norm_affine_and_lowers_the_batch_entropy(model):
+    x = batch(16, seed=1)
+    adapter = adaptation.Adapter(model, "tent", adaptation.Settings(tent_lr=1e-2))
+    values = adapter.values()
+    before = float(tf.reduce_mean(adaptation.entropy(adapter._logits(values, x, True))))
+    adapter.predict(x)
+    after = float(tf.reduce_mean(adaptation.entropy(adapter._logits(adapter.values(), x, True))))
+    assert after < before
+    affine = set(adaptation._batch_norm_affine(model.trunk))
+    for i, (p, v) in enumerate(zip(adapter.params, model.trunk.trainable_variables)):
+        changed = not np.array_equal(p.numpy(), v.numpy())
+        assert changed == (i in affine), v.path
+
+
+@pytest.mark.parametrize("part", ["trunk", "bn"])
+def test_ttt_lowers_the_self_supervised_loss_and_touches_only_its_part(model, part):
+    x = batch(8, seed=2)
+    settings = adaptation.Settings(ttt_steps=3, ttt_lr=1e-2, ttt_params=part)
+    adapter = adaptation.Adapter(model, "ttt", settings)
+    seed = tf.constant([0, 0], tf.int64)
+    before = float(adapter._ttt_loss(adapter.values(), x, seed))
+    adapter.reset()
+    adapter._step(x, seed)
+    adapter._step(x, seed)
+    after = float(adapter._ttt_loss(adapter.values(), x, seed))
+    assert after < before
+    affine = set(adaptation._batch_norm_affine(model.trunk))
+    for i, (p, v) in enumerate(zip(adapter.params, model.trunk.trainable_variables)):
+        changed = not np.array_equal(p.numpy(), v.numpy())
+        if part == "bn":
+            assert changed == (i in affine), v.path
+    assert any(
+        not np.array_equal(p.numpy(), v.numpy())
+        for p, v in zip(adapter.params, model.trunk.trainable_variables)
+    )
+
+
+@pytest.mark.parametrize("mode", ["tent", "ttt"])
+def test_nothing_leaks_from_one_cell_to_the_next_and_the_model_is_untouched(model, mode):
+    cell_a, cell_b = batch(16, seed=3), batch(16, seed=4)
+    settings = adaptation.Settings(batch_size=8, tent_lr=1e-2, ttt_lr=1e-2, ttt_online=True)
+    before = weights(model)
+    used = adaptation.Adapter(model, mode, settings)
+    adaptation.predict_cell(used, cell_a)
+    after_a = adaptation.predict_cell(used, cell_b)
+    fresh = adaptation.predict_cell(adaptation.Adapter(model, mode, settings), cell_b)
+    np.testing.assert_allclose(after_a, fresh, atol=1e-5)
+    for a, b in zip(before, weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_online_tent_carries_over_within_a_cell_and_episodic_does_not(model):
+    x = batch(8, seed=5)
+    online = adaptation.Adapter(model, "tent", adaptation.Settings(tent_lr=1e-2))
+    episodic = adaptation.Adapter(model, "tent", adaptation.Settings(tent_lr=1e-2, tent_episodic=True))
+    first = episodic.predict(x)
+    np.testing.assert_allclose(episodic.predict(x), first, atol=1e-6)  # reset every batch
+    online.predict(x)
+    assert not np.allclose(online.predict(x), first, atol=1e-5)  # adapted by the first batch
+
+
+def test_ttt_needs_a_head_it_can_adapt_with():
+    keras.utils.set_random_seed(0)
+    plain = RobustSSLModel(depth=10, width=1, tasks=("ir",))
+    with pytest.raises(UserError) as info:
+        adaptation.Adapter(plain, "ttt")
+    assert "\n" not in str(info.value) and "rotation" in str(info.value)
+    with pytest.raises(UserError, match="no trained head for jigsaw"):
+        adaptation.Adapter(plain, "ttt", adaptation.Settings(ttt_tasks="jigsaw"))
+
+
+def test_parse_modes():
+    assert adaptation.parse_modes("none,bn,tent") == ("none", "bn", "tent")
+    with pytest.raises(UserError, match="unknown adaptation"):
+        adaptation.parse_modes("none,tta")
