@@ -26,7 +26,7 @@ import dataclasses
 import os
 
 from robust_ssl.errors import UserError
-from robust_ssl.evaluate import read_json
+from robust_ssl.robustness.evaluation import read_json
 
 SEARCH_FILE = "search.json"  # robust_ssl.tuning.SEARCH_FILE (not imported: it needs keras-tuner)
 FIGSIZE_PER_RUN = (4.2, 3.6)
@@ -99,7 +99,7 @@ def _trajectory(path):
 
 def _robustness(path, summary):
     """Fills the corruption accuracy from a robustness evaluation of the run, if any."""
-    from robust_ssl import evaluate
+    from robust_ssl.robustness import evaluation
 
     candidates = (
         "robustness/robustness.json",
@@ -110,7 +110,7 @@ def _robustness(path, summary):
     found = [c for c in candidates if os.path.isfile(os.path.join(path, c))]
     if not found:
         return
-    result = evaluate.load_results(os.path.join(path, found[0]))
+    result = evaluation.load_results(os.path.join(path, found[0]))
     summary.corruption_accuracy = result["summary"]["mean_accuracy_all"]
     summary.corruption_cells = len(result["cells"])
     if found[0].endswith(".json"):

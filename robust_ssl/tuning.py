@@ -33,7 +33,7 @@ import time
 
 from robust_ssl import config_utils, configs
 from robust_ssl.errors import ConfigError, UserError
-from robust_ssl.evaluate import read_json, write_json
+from robust_ssl.robustness.evaluation import read_json, write_json
 from robust_ssl.tasks import parse_task_names
 
 OBJECTIVE = "val_accuracy"

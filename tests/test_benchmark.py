@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from robust_ssl import benchmark
+from robust_ssl.bench import benchmark
 from robust_ssl.errors import UserError
 
 

@@ -301,11 +301,12 @@ def test_tune_tool_bad_input_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def automl_run(tmp_path_factory):
     """A tiny AutoML run (train.train_and_evaluate) with a robustness evaluation of 2 cells."""
-    from robust_ssl import evaluate, train
+    from robust_ssl import train
+    from robust_ssl.robustness import evaluation
 
     workdir = tmp_path_factory.mktemp("automl")
     train.train_and_evaluate(tiny_config(TASKS, automl=True, **VALIDATION), str(workdir))
-    evaluate.evaluate_run(
+    evaluation.evaluate_run(
         "generate",
         workdir=str(workdir),
         corruptions=("gaussian_noise", "fog"),

@@ -847,7 +847,9 @@ def run_breakdown(mode_name, settings, config_dict):
 
 # ------------------------------------------------------------- subprocesses
 def _package_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import robust_ssl
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(robust_ssl.__file__)))
 
 
 def _in_subprocess(job):
@@ -861,7 +863,7 @@ def _in_subprocess(job):
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("KERAS_BACKEND", "tensorflow")
         proc = subprocess.run(
-            [sys.executable, "-m", "robust_ssl.benchmark", job_path, out_path],
+            [sys.executable, "-m", "robust_ssl.bench.benchmark", job_path, out_path],
             capture_output=True,
             text=True,
             env=env,

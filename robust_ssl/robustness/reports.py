@@ -1,4 +1,4 @@
-"""Tables and figures of a robustness evaluation (`robust_ssl.evaluate`).
+"""Tables and figures of a robustness evaluation (`robust_ssl.robustness.evaluation`).
 
 `write_reports(result, output_dir, baseline=…)` writes
   robustness.csv        one row per (corruption, severity) cell + a clean row
@@ -15,8 +15,8 @@ import os
 
 import numpy as np
 
-from robust_ssl import evaluate
 from robust_ssl.data import cifar10c
+from robust_ssl.robustness import evaluation
 
 
 def _grid(result, key):
@@ -42,7 +42,7 @@ def markdown_table(result, comparison=None, title=None):
 
     Args:
       result: an `evaluate_robustness` results dict.
-      comparison: optional `evaluate.compare` dict (adds normalised and
+      comparison: optional `evaluation.compare` dict (adds normalised and
         relative CE columns and mCE lines).
       title: optional heading.
 
@@ -158,7 +158,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
         _, _, acc = _grid(run, "accuracy")
         run_names, _, _ = _grid(run, "accuracy")
         per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
-        summary = run.get("summary") or evaluate.summarize(run)
+        summary = run.get("summary") or evaluation.summarize(run)
         values = [summary.get("clean_accuracy")]
         values += [per.get(n) for n in names]
         values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
@@ -232,12 +232,12 @@ def write_reports(result, output_dir, baseline=None, labels=("this run", "baseli
       dict kind -> path (csv, json, markdown, heatmap, comparison).
     """
     os.makedirs(output_dir, exist_ok=True)
-    comparison = evaluate.compare(result, baseline) if baseline else None
+    comparison = evaluation.compare(result, baseline) if baseline else None
     if comparison:
         result = {**result, "comparison": comparison}
     paths = {
-        "csv": evaluate.write_csv(result, os.path.join(output_dir, "robustness.csv")),
-        "json": evaluate.write_json(result, os.path.join(output_dir, "robustness.json")),
+        "csv": evaluation.write_csv(result, os.path.join(output_dir, "robustness.csv")),
+        "json": evaluation.write_json(result, os.path.join(output_dir, "robustness.json")),
     }
     markdown = os.path.join(output_dir, "robustness.md")
     with open(markdown, "w") as f:

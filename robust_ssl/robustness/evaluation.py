@@ -801,13 +801,13 @@ def evaluate_run(
         if not run_dir:
             raise UserError("pass --output_dir (no run directory to write into)")
         output_dir = os.path.join(run_dir, "robustness")
-    from robust_ssl import report
+    from robust_ssl.robustness import reports
 
     name = _label(run_dir or saved_model)
     base_name = _label(baseline) if baseline else "baseline"
     if base_name == name:
         base_name += " (baseline)"
-    paths = report.write_reports(
+    paths = reports.write_reports(
         result, output_dir, baseline_result, labels=(name, base_name), title=f"Robustness of {name}"
     )
     return result, paths
