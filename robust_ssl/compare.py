@@ -25,10 +25,9 @@ Nothing here computes with TensorFlow: a comparison of finished runs reads files
 import dataclasses
 import os
 
+from robust_ssl import rundir
 from robust_ssl.errors import UserError
-from robust_ssl.robustness.evaluation import read_json
 
-SEARCH_FILE = "search.json"  # robust_ssl.tuning.SEARCH_FILE (not imported: it needs keras-tuner)
 FIGSIZE_PER_RUN = (4.2, 3.6)
 DPI = 100
 
@@ -90,7 +89,7 @@ def _task_names(tasks):
 def _trajectory(path):
     from robust_ssl import figures
 
-    csv_path = os.path.join(path, "lambdas.csv")
+    csv_path = os.path.join(path, rundir.LAMBDAS)
     if not os.path.isfile(csv_path):
         return None
     steps, lambdas = figures.read_lambda_csv(csv_path)
@@ -101,20 +100,14 @@ def _robustness(path, summary):
     """Fills the corruption accuracy from a robustness evaluation of the run, if any."""
     from robust_ssl.robustness import evaluation
 
-    candidates = (
-        "robustness/robustness.json",
-        "robustness.json",
-        "robustness/robustness.csv",
-        "robustness.csv",
-    )
-    found = [c for c in candidates if os.path.isfile(os.path.join(path, c))]
-    if not found:
+    found = rundir.robustness_results(path)
+    if found is None:
         return
-    result = evaluation.load_results(os.path.join(path, found[0]))
+    result = evaluation.load_results(found)
     summary.corruption_accuracy = result["summary"]["mean_accuracy_all"]
     summary.corruption_cells = len(result["cells"])
-    if found[0].endswith(".json"):
-        settings = read_json(os.path.join(path, found[0])).get("settings") or {}
+    if found.endswith(".json"):
+        settings = rundir.read_json(found).get("settings") or {}
         summary.corruption_source = settings.get("source")
 
 
@@ -131,7 +124,7 @@ def _device(record):
 
 
 def _load_search(path, name):
-    state = read_json(os.path.join(path, SEARCH_FILE))
+    state = rundir.read_json(os.path.join(path, rundir.SEARCH))
     best = state.get("best")
     tasks = list(state.get("tasks") or [])
     device, count = _device(state)
@@ -169,16 +162,18 @@ def _load_search(path, name):
 
 
 def _load_training_run(path, name):
-    config_path = os.path.join(path, "config.json")
+    config_path = os.path.join(path, rundir.CONFIG)
     if not os.path.isfile(config_path):
-        raise UserError(f"{path} holds neither a training run (config.json) nor a λ search ({SEARCH_FILE})")
-    config = read_json(config_path)
+        raise UserError(
+            f"{path} holds neither a training run ({rundir.CONFIG}) nor a λ search ({rundir.SEARCH})"
+        )
+    config = rundir.read_json(config_path)
     tasks = _task_names(config.get("tasks"))
     weights = config.get("task_weights") or {}
     configured = {t: float(weights[t]) for t in tasks if t in weights}
     automl = bool((config.get("automl") or {}).get("enabled")) and bool(tasks)
-    results_path = os.path.join(path, "results.json")
-    results = read_json(results_path) if os.path.isfile(results_path) else None
+    results_path = os.path.join(path, rundir.RESULTS)
+    results = rundir.read_json(results_path) if os.path.isfile(results_path) else None
     trajectory = _trajectory(path)
     if not tasks:
         kind, method = "baseline", "no tasks"
@@ -205,7 +200,7 @@ def _load_training_run(path, name):
         budget_steps=(results or {}).get("steps"),
     )
     if results is None:
-        summary.notes.append("no results.json: the run has not finished")
+        summary.notes.append(f"no {rundir.RESULTS}: the run has not finished")
     else:
         summary.device, count = _device(results)
         wall = results.get("wall_time_s")
@@ -240,7 +235,7 @@ def load_run(path, name=None):
     if not os.path.isdir(path):
         raise UserError(f"run directory {path} does not exist")
     name = name or os.path.basename(os.path.normpath(os.path.abspath(path)))
-    if os.path.isfile(os.path.join(path, SEARCH_FILE)):
+    if os.path.isfile(os.path.join(path, rundir.SEARCH)):
         summary = _load_search(path, name)
     else:
         summary = _load_training_run(path, name)
@@ -440,8 +435,7 @@ def write_report(paths, output, names=None):
     text = markdown_table(runs) + f"\n![λ of each run against the training step]({os.path.basename(png)})\n"
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
-        with open(output, "w") as f:
-            f.write(text)
+        rundir.write_text(output, text)
     except OSError as e:
         raise UserError(f"cannot write {output!r}: {e.strerror or e}") from None
     plot_trajectories(runs, png)

@@ -25,25 +25,18 @@ The workdir of a search holds:
 """
 
 import copy
-import csv
 import dataclasses
 import datetime
 import os
 import time
 
-from robust_ssl import config_utils, configs
+from robust_ssl import config_utils, configs, rundir
 from robust_ssl.errors import ConfigError, UserError
-from robust_ssl.robustness.evaluation import read_json, write_json
 from robust_ssl.tasks import parse_task_names
 
 OBJECTIVE = "val_accuracy"
 TUNERS = ("random", "bayesian", "hyperband")
 SAMPLINGS = ("linear", "log")
-PROJECT_NAME = "keras_tuner"
-SEARCH_FILE = "search.json"
-TRIALS_FILE = "trials.csv"
-BEST_LAMBDAS_FILE = "best_lambdas.json"
-BEST_CONFIG_FILE = "best_config.py"
 LEARNING_RATE = "learning_rate"
 
 
@@ -354,7 +347,7 @@ def make_tuner(
     common = dict(
         objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
         directory=workdir,
-        project_name=PROJECT_NAME,
+        project_name=rundir.TUNER_PROJECT,
         overwrite=overwrite,
         seed=int(seed),
         # A diverging λ (NaN loss) fails its trial; the search goes on.
@@ -394,7 +387,7 @@ class _Recorder:
 
     def __init__(self, path, header, wall0=None, cpu0=None):
         self.path = path
-        self.state = read_json(path) if os.path.exists(path) else {}
+        self.state = rundir.read_json(path) if os.path.exists(path) else {}
         self.state.update(header)
         self.state.setdefault("sessions", [])
         self.state.setdefault("trials", {})
@@ -438,7 +431,7 @@ class _Recorder:
             cpu_hours=round(cpu / 3600, 6),
             device_hours=round(wall * devices / 3600, 6),
         )
-        write_json(self.state, self.path)
+        rundir.write_json(self.path, self.state)
 
 
 def _recorded(base):
@@ -545,12 +538,7 @@ def results_table(rows, task_names, base_learning_rate, best_trial=None):
 
 
 def _write_trials_csv(path, rows):
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(path + ".tmp", path)
+    rundir.write_csv(path, rows, dict.fromkeys(k for r in rows for k in r))
 
 
 # --------------------------------------------------------------------------- best config file
@@ -729,7 +717,7 @@ def search(
             raise ConfigError(f"{name} must be >= 0; got {value}")
     config_file = config_file or configs.DEFAULT
     os.makedirs(workdir, exist_ok=True)
-    search_path = os.path.join(workdir, SEARCH_FILE)
+    search_path = os.path.join(workdir, rundir.SEARCH)
     if overwrite and os.path.exists(search_path):
         os.remove(search_path)
     header = {
@@ -745,10 +733,10 @@ def search(
         "config": config_utils.to_dict(config),
     }
     if os.path.exists(search_path):
-        _check_resumable(read_json(search_path), header, workdir)
-    elif not overwrite and os.path.isdir(os.path.join(workdir, PROJECT_NAME)):
+        _check_resumable(rundir.read_json(search_path), header, workdir)
+    elif not overwrite and os.path.isdir(os.path.join(workdir, rundir.TUNER_PROJECT)):
         raise UserError(
-            f"{workdir} holds a keras-tuner project but no {SEARCH_FILE}; use --overwrite to start afresh"
+            f"{workdir} holds a keras-tuner project but no {rundir.SEARCH}; use --overwrite to start afresh"
         )
 
     # Everything that can fail on user input fails here, before any trial.
@@ -778,7 +766,7 @@ def search(
     done = len(kt.oracle.trials)
     if done:
         log(f"resuming the search in {workdir}: {done} trial(s) there, max_trials={max_trials}")
-    tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False)
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), write_graph=False)
     try:
         kt.search(callbacks=[tensorboard], verbose=config.train.verbose)
     except RuntimeError as e:  # keras-tuner gives up after consecutive failed trials
@@ -799,8 +787,8 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     rows = trial_rows(kt, task_names, state)
     best_trials = kt.oracle.get_best_trials(1)
     if not best_trials or best_trials[0].status != "COMPLETED":
-        _write_trials_csv(os.path.join(workdir, TRIALS_FILE), rows)
-        raise UserError(f"no trial of the search in {workdir} completed; see {TRIALS_FILE}")
+        _write_trials_csv(os.path.join(workdir, rundir.TRIALS), rows)
+        raise UserError(f"no trial of the search in {workdir} completed; see {rundir.TRIALS}")
     best_trial = best_trials[0]
     hp = best_trial.hyperparameters
     lambdas = {name: float(hp.get(lambda_hp_name(name))) for name in task_names}
@@ -812,9 +800,9 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     model = kt.get_best_models(1)[0]
     test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
     evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
-    model.save(os.path.join(workdir, "model.keras"))
+    rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
     config_utils.write(trial_config, workdir)
-    write_json(data.record, os.path.join(workdir, "meta_validation.json"))
+    rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), data.record)
 
     best = {
         "trial": best_trial.trial_id,
@@ -828,21 +816,19 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     state["num_trials"] = len(rows)
     state["completed_trials"] = sum(r["status"] == "COMPLETED" for r in rows)
     recorder.save()
-    _write_trials_csv(os.path.join(workdir, TRIALS_FILE), rows)
-    write_json(
+    _write_trials_csv(os.path.join(workdir, rundir.TRIALS), rows)
+    rundir.write_json(
+        os.path.join(workdir, rundir.BEST_LAMBDAS),
         {**best, "tasks": task_names, "validation": data.record, "tuner": state["tuner"]},
-        os.path.join(workdir, BEST_LAMBDAS_FILE),
     )
     description = (
         f"The best λ of a {state['tuner']} keras-tuner search in {os.path.abspath(workdir)}\n"
         f"(trial {best_trial.trial_id} of {len(rows)}: val_accuracy {best_trial.score:.4f} on "
         f"{data.record['source']}, {data.num_validation} images)."
     )
-    path = os.path.join(workdir, BEST_CONFIG_FILE)
+    path = os.path.join(workdir, rundir.BEST_CONFIG)
     source = render_best_config(config_file, config, best, description, output_path=path)
-    with open(path + ".tmp", "w") as f:
-        f.write(source)
-    os.replace(path + ".tmp", path)
+    rundir.write_text(path, source)
     table = results_table(rows, task_names, float(config.train.learning_rate), best_trial.trial_id)
     return {**state, "rows": rows, "table": table}
 
@@ -874,6 +860,6 @@ def summary(result, workdir):
         f"{result['device_hours']:.4f} device-hours ({result['device']['kind']} ×{result['device']['count']})"
     )
     lines.append(
-        f"train with the best λ: robust-ssl train --config={os.path.join(workdir, BEST_CONFIG_FILE)} --workdir=<run>"
+        f"train with the best λ: robust-ssl train --config={os.path.join(workdir, rundir.BEST_CONFIG)} --workdir=<run>"
     )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config
 
+from robust_ssl import rundir
 from robust_ssl.data import cifar10c, synthetic
 from robust_ssl.data import corruptions as C
 from robust_ssl.errors import UserError
@@ -315,8 +316,8 @@ def tiny_run(tmp_path_factory):
 
 def test_run_dir_of_a_checkpoint(tiny_run):
     checkpoint = os.path.join(tiny_run, "checkpoints", "epoch_001.keras")
-    assert evaluation.run_dir_of(checkpoint=checkpoint) == os.path.abspath(tiny_run)
-    assert evaluation.run_dir_of(workdir="w", checkpoint=checkpoint) == "w"
+    assert rundir.run_dir_of(checkpoint=checkpoint) == os.path.abspath(tiny_run)
+    assert rundir.run_dir_of(workdir="w", checkpoint=checkpoint) == "w"
 
 
 def test_full_generated_grid_of_a_trained_model(tiny_run, tmp_path):

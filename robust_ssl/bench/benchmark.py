@@ -62,7 +62,7 @@ from robust_ssl.errors import UserError
 
 FOUR_TASKS = ("rotation", "color", "ir", "bir")
 SEVEN_TASKS = ("rotation", "color", "ir", "bir", "inpaint", "rgb", "jigsaw")
-# --mixed_precision -> the precision `robust_ssl.train._set_precision` takes.
+# --mixed_precision -> the precision `robust_ssl.train.set_precision` takes.
 MIXED_PRECISION = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -461,7 +461,7 @@ def _build(mode_name, settings, config_dict):
     from robust_ssl import train
 
     mode = MODES[mode_name]
-    train._set_precision(MIXED_PRECISION[settings.mixed_precision])
+    train.set_precision(MIXED_PRECISION[settings.mixed_precision])
     config = mode_config(_base_config(config_dict), mode, settings)
     keras.utils.set_random_seed(settings.seed)
     model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
@@ -1193,14 +1193,12 @@ def write_report(results, output_dir):
     Returns:
       (json path, markdown path, the markdown text).
     """
+    from robust_ssl import rundir
+
     os.makedirs(output_dir, exist_ok=True)
-    json_path = os.path.join(output_dir, "benchmark.json")
-    md_path = os.path.join(output_dir, "benchmark.md")
     text = markdown(results)
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=2)
-    with open(md_path, "w") as f:
-        f.write(text)
+    json_path = rundir.write_json(os.path.join(output_dir, "benchmark.json"), results)
+    md_path = rundir.write_text(os.path.join(output_dir, "benchmark.md"), text)
     return json_path, md_path, text
 
 

@@ -91,6 +91,7 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
+from robust_ssl import rundir
 from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 
 __all__ = [
@@ -859,7 +860,7 @@ def write_corrupted_set(
     `<corruption>.npy` uint8 [5*N, 32, 32, 3] with severities 1..5 stacked in
     order, and `labels.npy` [5*N] (the labels repeated per severity; uint8 as the
     official file when they fit, int32 otherwise). Each file is written to a
-    temporary name first and renamed when complete.
+    temporary name first and renamed when complete (`rundir.atomic_path`).
 
     Args:
       images: uint8 [N, 32, 32, 3] clean images.
@@ -891,24 +892,23 @@ def write_corrupted_set(
     done = 0
     for name in corruptions:
         path = os.path.join(output_dir, f"{name}.npy")
-        tmp = path + ".partial.npy"
-        array = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(SEVERITIES) * n, *IMAGE_SHAPE)
-        )
-        for s_index, severity in enumerate(SEVERITIES):
-            for start in range(0, n, chunk_size):
-                chunk = images[start : start + chunk_size]
-                lo = s_index * n + start
-                array[lo : lo + len(chunk)] = corrupt(chunk, name, severity, seed, start_index=start)
-                done += len(chunk)
-                if bar is not None:
-                    bar.update(done)
-        array.flush()
-        del array
-        os.replace(tmp, path)
+        with rundir.atomic_path(path, suffix=".npy") as tmp:
+            array = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(SEVERITIES) * n, *IMAGE_SHAPE)
+            )
+            for s_index, severity in enumerate(SEVERITIES):
+                for start in range(0, n, chunk_size):
+                    chunk = images[start : start + chunk_size]
+                    lo = s_index * n + start
+                    array[lo : lo + len(chunk)] = corrupt(chunk, name, severity, seed, start_index=start)
+                    done += len(chunk)
+                    if bar is not None:
+                        bar.update(done)
+            array.flush()
+            del array
         written.append(path)
     labels_path = os.path.join(output_dir, "labels.npy")
-    np.save(labels_path + ".partial.npy", np.tile(labels.astype(label_dtype), len(SEVERITIES)))
-    os.replace(labels_path + ".partial.npy", labels_path)
+    with rundir.atomic_path(labels_path, suffix=".npy") as tmp:
+        np.save(tmp, np.tile(labels.astype(label_dtype), len(SEVERITIES)))
     written.append(labels_path)
     return written

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from robust_ssl import rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.robustness import evaluation
 
@@ -235,16 +236,11 @@ def write_reports(result, output_dir, baseline=None, labels=("this run", "baseli
     comparison = evaluation.compare(result, baseline) if baseline else None
     if comparison:
         result = {**result, "comparison": comparison}
-    paths = {
-        "csv": evaluation.write_csv(result, os.path.join(output_dir, "robustness.csv")),
-        "json": evaluation.write_json(result, os.path.join(output_dir, "robustness.json")),
+    path = {kind: os.path.join(output_dir, name) for kind, name in rundir.ROBUSTNESS_FILES.items()}
+    return {
+        "csv": evaluation.write_csv(result, path["csv"]),
+        "json": evaluation.write_json(result, path["json"]),
+        "markdown": rundir.write_text(path["markdown"], markdown_table(result, comparison, title)),
+        "heatmap": plot_heatmap(result, path["heatmap"]),
+        "comparison": plot_comparison(result, path["comparison"], baseline, labels),
     }
-    markdown = os.path.join(output_dir, "robustness.md")
-    with open(markdown, "w") as f:
-        f.write(markdown_table(result, comparison, title))
-    paths["markdown"] = markdown
-    paths["heatmap"] = plot_heatmap(result, os.path.join(output_dir, "heatmap.png"))
-    paths["comparison"] = plot_comparison(
-        result, os.path.join(output_dir, "comparison.png"), baseline, labels
-    )
-    return paths
