@@ -106,9 +106,7 @@ def _robustness(path, summary):
     result = evaluation.load_results(found)
     summary.corruption_accuracy = result["summary"]["mean_accuracy_all"]
     summary.corruption_cells = len(result["cells"])
-    if found.endswith(".json"):
-        settings = rundir.read_json(found).get("settings") or {}
-        summary.corruption_source = settings.get("source")
+    summary.corruption_source = result["settings"].get("source")
 
 
 def _device(record):

@@ -247,8 +247,8 @@ def test_comparison_with_a_baseline():
 def test_results_round_trip_through_csv_and_json(tmp_path):
     result = _fake_result({("fog", 1): 0.75, ("glass_blur", 3): 0.5}, 0.875)
     for path in (
-        evaluation.write_csv(result, str(tmp_path / "r.csv")),
-        evaluation.write_json(result, str(tmp_path / "r.json")),
+        reports.write_csv(result, str(tmp_path / "r.csv")),
+        reports.write_json(result, str(tmp_path / "r.json")),
     ):
         back = evaluation.load_results(path)
         assert [(c["corruption"], c["severity"], c["accuracy"]) for c in back["cells"]] == [
@@ -269,7 +269,8 @@ def test_reports(tmp_path):
     acc = {(c, s): 0.5 + 0.02 * s for c in ("fog", "snow", "saturate") for s in (1, 3)}
     result = _fake_result(acc, 0.9)
     base = _fake_result({k: v - 0.1 for k, v in acc.items()}, 0.85)
-    paths = reports.write_reports(result, str(tmp_path), base, title="demo")
+    comparison = evaluation.compare(result, base)
+    paths = reports.write_reports(result, str(tmp_path), comparison, base, title="demo")
     assert set(paths) == {"csv", "json", "markdown", "heatmap", "comparison"}
     text = open(paths["markdown"]).read()
     assert "| snow | 52.0 | 56.0 | 54.0 | 46.0 |" in text

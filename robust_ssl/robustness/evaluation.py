@@ -27,9 +27,7 @@ accuracy and of generated corruptions) when the run's clean test set is
 tfds cifar10. Without a meta_validation.json the paper's P = 100 is assumed.
 """
 
-import csv
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -37,9 +35,9 @@ import numpy as np
 from robust_ssl import rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
+from robust_ssl.robustness import reports
 
 NUM_BINS = 15
-CLEAN = "clean"
 GENERATE = "generate"
 TFDS = "tfds"
 # meta_validation.json sources that draw on the training set only.
@@ -523,33 +521,17 @@ def compare(result, baseline):
     }
 
 
-# --------------------------------------------------------------------------- files
-CSV_FIELDS = ("corruption", "severity", "accuracy", "error", "ece", "nll", "num_images")
-
-
-def write_csv(result, path):
-    """One row per cell plus a "clean" row (severity 0) when scored."""
-    rows = ([{"corruption": CLEAN, "severity": 0, **result["clean"]}] if result.get("clean") else []) + list(
-        result["cells"]
-    )
-    return rundir.write_csv(path, rows, CSV_FIELDS)
-
-
-def write_json(result, path):
-    """The whole results dict (cells, clean, summary, settings, comparison)."""
-    return rundir.write_json(path, result)
-
-
+# --------------------------------------------------------------------------- results files
 def load_results(path):
     """Reads the results of another run, to compare against.
 
     Args:
-      path: a robustness.json or robustness.csv written by this module, or a
-        directory holding one (an evaluation output directory, or a run
+      path: a robustness.json or robustness.csv (`reports.write_reports`), or
+        a directory holding one (an evaluation output directory, or a run
         workdir with robustness/ inside).
 
     Returns:
-      A results dict with "cells", "clean" and "summary".
+      A results dict with "cells", "clean", "settings" (JSON only) and "summary".
 
     Raises:
       UserError: nothing readable there.
@@ -558,35 +540,10 @@ def load_results(path):
         found = rundir.robustness_results(path)
         if found is None:
             raise UserError(f"{path} holds no {rundir.ROBUSTNESS_JSON} or {rundir.ROBUSTNESS_CSV}")
-        return load_results(found)
-    if not os.path.exists(path):
+        path = found
+    elif not os.path.exists(path):
         raise UserError(f"baseline results {path} not found")
-    try:
-        if path.endswith(".json"):
-            with open(path) as f:
-                data = json.load(f)
-            cells, clean = data["cells"], data.get("clean")
-        else:
-            cells, clean = [], None
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    cell = {
-                        "corruption": cifar10c.parse_corruptions(row["corruption"])[0]
-                        if row["corruption"] != CLEAN
-                        else CLEAN,
-                        "severity": int(row["severity"]),
-                        "accuracy": float(row["accuracy"]),
-                    }
-                    cell["error"] = float(row["error"]) if row.get("error") else 1.0 - cell["accuracy"]
-                    for key in ("ece", "nll"):
-                        cell[key] = float(row[key]) if row.get(key) else None
-                    if cell["corruption"] == CLEAN:
-                        clean = cell
-                    else:
-                        cells.append(cell)
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read results from {path}: {type(e).__name__}: {e}") from None
-    result = {"cells": cells, "clean": clean}
+    result = reports.read_results(path)
     result["summary"] = summarize(result)
     return result
 
@@ -713,13 +670,16 @@ def evaluate_run(
         if not run_dir:
             raise UserError("pass --output_dir (no run directory to write into)")
         output_dir = os.path.join(run_dir, rundir.ROBUSTNESS)
-    from robust_ssl.robustness import reports
-
     name = _label(run_dir or saved_model)
     base_name = _label(baseline) if baseline else "baseline"
     if base_name == name:
         base_name += " (baseline)"
     paths = reports.write_reports(
-        result, output_dir, baseline_result, labels=(name, base_name), title=f"Robustness of {name}"
+        result,
+        output_dir,
+        comparison=compare(result, baseline_result) if baseline_result else None,
+        baseline=baseline_result,
+        labels=(name, base_name),
+        title=f"Robustness of {name}",
     )
     return result, paths
