@@ -376,43 +376,32 @@ def plot_trajectories(runs, path):
     Returns:
       path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from robust_ssl import figures
 
     tasks = _all_tasks(runs)
     colours = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = Figure(figsize=(FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1]), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure((FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1]), DPI)
     axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
     for ax, run in zip(axes, runs):
         subtitle = f"{run.method}: best λ, constant" if run.kind == "search" else run.method
         ax.set_title(f"{run.name}\n{subtitle}", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.grid(True, alpha=0.3)
         if not run.tasks:
+            ax.set_xlabel("training step")
             ax.text(0.5, 0.5, "no tasks", ha="center", va="center", transform=ax.transAxes)
             continue
         if run.trajectory and run.kind != "search":
             steps, values = run.trajectory
-            marker = "o" if len(steps) <= 30 else None
-            for task in run.tasks:
-                if task in values:
-                    ax.plot(steps, values[task], color=colours[task], label=task, marker=marker, markersize=3)
-        else:
-            end = run.budget_steps or 1
+            lambdas = {task: values[task] for task in run.tasks if task in values}
+            figures.draw_lambdas(ax, steps, lambdas, colours, fontsize=8)
+        else:  # λ constant over the run (or one trial of a search)
+            lambdas = {task: [run.lambdas[task]] * 2 for task in run.tasks if task in run.lambdas}
             style = "--" if run.kind == "search" else "-"
-            for task in run.tasks:
-                if task in run.lambdas:
-                    ax.plot([0, end], [run.lambdas[task]] * 2, style, color=colours[task], label=task)
-        ax.legend(fontsize=8, loc="best")
+            figures.draw_lambdas(
+                ax, [0, run.budget_steps or 1], lambdas, colours, style, markers=False, fontsize=8
+            )
     axes[0].set_ylabel("λ")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI, format="png")
-    except OSError as e:
-        raise UserError(f"cannot write {path!r}: {e.strerror or e}") from None
-    return path
+    return figures.save_png(fig, path, DPI)
 
 
 def write_report(paths, output, names=None):

@@ -807,44 +807,30 @@ def load_clean_images(folder=None, tfds_name=None, split="test", data_dir=None):
 
     if bool(folder) == bool(tfds_name):
         raise UserError("give exactly one of --folder=<image folder> or --tfds=<dataset name>")
-    images, labels = [], []
     if folder:
-        if not os.path.isdir(folder):
-            raise UserError(f"image folder {folder} does not exist")
         if os.path.isdir(os.path.join(folder, "test")):
             folder = os.path.join(folder, "test")
-        import keras
+        from robust_ssl.data.datasets import read_folder
 
-        has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
-        try:
-            ds = keras.utils.image_dataset_from_directory(
-                folder,
-                labels="inferred" if has_classes else None,
-                image_size=(_SIZE, _SIZE),
-                batch_size=None,
-                shuffle=False,
-                verbose=False,
-            )
-        except ValueError as e:
-            raise UserError(f"cannot read images from {folder}: {str(e).splitlines()[0]}") from None
-        for item in ds.as_numpy_iterator():
-            x, y = item if has_classes else (item, 0)
-            images.append(np.clip(np.round(x), 0, 255).astype(np.uint8))
-            labels.append(y)
-    else:
-        import tensorflow_datasets as tfds
+        has_classes = os.path.isdir(folder) and any(
+            os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)
+        )
+        images, labels, _ = read_folder(folder, (_SIZE, _SIZE), labels="inferred" if has_classes else None)
+        return images, labels.astype(np.int64)
+    import tensorflow_datasets as tfds
 
-        try:
-            ds = tfds.load(tfds_name, split=split, as_supervised=True, data_dir=data_dir, shuffle_files=False)
-        except Exception as e:
-            raise UserError(
-                f"cannot load tfds {tfds_name}:{split} ({type(e).__name__}); offline, use --folder"
-            ) from None
-        for x, y in ds.as_numpy_iterator():
-            images.append(_to_32(x[None])[0] if x.shape[:2] != (_SIZE, _SIZE) else x)
-            labels.append(y)
+    try:
+        ds = tfds.load(tfds_name, split=split, as_supervised=True, data_dir=data_dir, shuffle_files=False)
+    except Exception as e:
+        raise UserError(
+            f"cannot load tfds {tfds_name}:{split} ({type(e).__name__}); offline, use --folder"
+        ) from None
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(_to_32(x[None])[0] if x.shape[:2] != (_SIZE, _SIZE) else x)
+        labels.append(y)
     if not images:
-        raise UserError(f"no images found in {folder or tfds_name}")
+        raise UserError(f"no images found in {tfds_name}")
     images = np.stack(images)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)

@@ -17,11 +17,12 @@ import os
 
 import numpy as np
 
-from robust_ssl import rundir
+from robust_ssl import figures, rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
 
 CLEAN = "clean"  # the corruption name of the clean row of robustness.csv
+DPI = 110  # of the heat map and the bar chart
 
 
 def _grid(result, key):
@@ -98,15 +99,6 @@ def markdown_table(result, comparison=None, title=None):
     return "\n".join(lines) + "\n"
 
 
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
     """Heat map of accuracy, corruptions (rows) x severities (columns), annotated.
 
@@ -114,7 +106,7 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
       The path written.
     """
     names, severities, acc = _grid(result, "accuracy")
-    figure = _figure(1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names))
+    figure = figures.new_figure((1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names)), DPI)
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(100 * acc, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     axes.set_xticks(range(len(severities)), [str(s) for s in severities])
@@ -137,8 +129,7 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
                 )
     figure.colorbar(image, ax=axes, fraction=0.05)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figures.save_png(figure, path, DPI)
 
 
 def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")):
@@ -156,7 +147,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
     names, _, _ = _grid(result, "accuracy")
     groups = ["clean", *names, "mean (15)", "mean (all)"]
-    figure = _figure(max(6.0, 0.36 * len(groups) + 1.5), 3.8)
+    figure = figures.new_figure((max(6.0, 0.36 * len(groups) + 1.5), 3.8), DPI)
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(runs)
     for r, (label, run) in enumerate(runs):
@@ -175,8 +166,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figures.save_png(figure, path, DPI)
 
 
 # --------------------------------------------------------------------------- results files
