@@ -92,11 +92,6 @@ def class_names_of(model):
     return names
 
 
-def ssl_probe_tasks(model):
-    """Names of the model's tasks that the `ssl_heads` signature can serve."""
-    return [task.name for task, _ in probe_tasks(model)]
-
-
 # ------------------------------------------------------------------ the module
 def _probe_outputs(trunk, head, images, num_transforms, transform):
     """Runs trunk + head on every transformation of every image.

@@ -78,7 +78,7 @@ def test_export_layout_assets_and_only_inference_variables(exported, model):
     probed = [h for t, h in zip(model.tasks, model.task_heads) if t.name != "color"]
     expected = model.trunk.variables + model.classifier.variables + [v for h in probed for v in h.variables]
     assert len(saved) == len(expected)
-    assert export.ssl_probe_tasks(model) == ["rotation", "rgb", "jigsaw"]
+    assert [task.name for task, _ in export.probe_tasks(model)] == ["rotation", "rgb", "jigsaw"]
 
 
 def test_classifier_only_export_has_no_head_variables(model, tmp_path):
