@@ -1,11 +1,12 @@
 """Keras callbacks of a training run: throughput, λ trajectory, atomic checkpoints."""
 
 import csv
-import glob
 import os
 import time
 
 import keras
+
+from robust_ssl import rundir
 
 
 class Throughput(keras.callbacks.Callback):
@@ -35,7 +36,7 @@ class LambdaLogger(keras.callbacks.Callback):
     """Records λ: per step to a CSV and TensorBoard, per epoch into the logs.
 
     Every `every` training steps it appends step, epoch and every λ to `path`
-    (the λ trajectory, the paper's Fig. 2b; see `tools/plot_lambdas.py`) and
+    (the λ trajectory, the paper's Fig. 2b; see `robust-ssl plot-lambdas`) and
     writes `lambda/<task>` scalars to `tensorboard_dir`. At each epoch end it
     adds `lambda_<task>` to the epoch logs, so place it before the CSV logger.
     Steps are global (they continue across epochs and a resumed run).
@@ -83,9 +84,9 @@ class LambdaLogger(keras.callbacks.Callback):
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, λ, optimiser state) after every epoch.
 
-    Each file is written to a temporary name and renamed into place, so a
-    crash never leaves a half-written checkpoint; the newest `keep` are kept.
-    Files: <directory>/epoch_<NNN>.keras.
+    Each file is written to a temporary name and renamed into place
+    (`rundir.save_model`), so a crash never leaves a half-written checkpoint;
+    the newest `keep` are kept. Files: `rundir.checkpoint_path(directory, epoch)`.
     """
 
     def __init__(self, directory, keep=2):
@@ -94,18 +95,6 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.keras")
-        tmp = path + ".tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, path)
-        for old in sorted(glob.glob(os.path.join(self.directory, "epoch_*.keras")))[: -self.keep]:
-            if not old.endswith(".tmp.keras"):
-                os.remove(old)
-
-
-def latest_checkpoint(directory):
-    """Path of the newest epoch checkpoint in directory, or None."""
-    paths = [
-        p for p in sorted(glob.glob(os.path.join(directory, "epoch_*.keras"))) if not p.endswith(".tmp.keras")
-    ]
-    return paths[-1] if paths else None
+        rundir.save_model(self.model, rundir.checkpoint_path(self.directory, epoch + 1))
+        for old in rundir.checkpoints(self.directory)[: -self.keep]:
+            os.remove(old)

@@ -25,10 +25,9 @@ Nothing here computes with TensorFlow: a comparison of finished runs reads files
 import dataclasses
 import os
 
+from robust_ssl import rundir
 from robust_ssl.errors import UserError
-from robust_ssl.evaluate import read_json
 
-SEARCH_FILE = "search.json"  # robust_ssl.tuning.SEARCH_FILE (not imported: it needs keras-tuner)
 FIGSIZE_PER_RUN = (4.2, 3.6)
 DPI = 100
 
@@ -90,7 +89,7 @@ def _task_names(tasks):
 def _trajectory(path):
     from robust_ssl import figures
 
-    csv_path = os.path.join(path, "lambdas.csv")
+    csv_path = os.path.join(path, rundir.LAMBDAS)
     if not os.path.isfile(csv_path):
         return None
     steps, lambdas = figures.read_lambda_csv(csv_path)
@@ -99,23 +98,15 @@ def _trajectory(path):
 
 def _robustness(path, summary):
     """Fills the corruption accuracy from a robustness evaluation of the run, if any."""
-    from robust_ssl import evaluate
+    from robust_ssl.robustness import evaluation
 
-    candidates = (
-        "robustness/robustness.json",
-        "robustness.json",
-        "robustness/robustness.csv",
-        "robustness.csv",
-    )
-    found = [c for c in candidates if os.path.isfile(os.path.join(path, c))]
-    if not found:
+    found = rundir.robustness_results(path)
+    if found is None:
         return
-    result = evaluate.load_results(os.path.join(path, found[0]))
+    result = evaluation.load_results(found)
     summary.corruption_accuracy = result["summary"]["mean_accuracy_all"]
     summary.corruption_cells = len(result["cells"])
-    if found[0].endswith(".json"):
-        settings = read_json(os.path.join(path, found[0])).get("settings") or {}
-        summary.corruption_source = settings.get("source")
+    summary.corruption_source = result["settings"].get("source")
 
 
 def _device(record):
@@ -131,7 +122,7 @@ def _device(record):
 
 
 def _load_search(path, name):
-    state = read_json(os.path.join(path, SEARCH_FILE))
+    state = rundir.read_json(os.path.join(path, rundir.SEARCH))
     best = state.get("best")
     tasks = list(state.get("tasks") or [])
     device, count = _device(state)
@@ -169,16 +160,18 @@ def _load_search(path, name):
 
 
 def _load_training_run(path, name):
-    config_path = os.path.join(path, "config.json")
+    config_path = os.path.join(path, rundir.CONFIG)
     if not os.path.isfile(config_path):
-        raise UserError(f"{path} holds neither a training run (config.json) nor a λ search ({SEARCH_FILE})")
-    config = read_json(config_path)
+        raise UserError(
+            f"{path} holds neither a training run ({rundir.CONFIG}) nor a λ search ({rundir.SEARCH})"
+        )
+    config = rundir.read_json(config_path)
     tasks = _task_names(config.get("tasks"))
     weights = config.get("task_weights") or {}
     configured = {t: float(weights[t]) for t in tasks if t in weights}
     automl = bool((config.get("automl") or {}).get("enabled")) and bool(tasks)
-    results_path = os.path.join(path, "results.json")
-    results = read_json(results_path) if os.path.isfile(results_path) else None
+    results_path = os.path.join(path, rundir.RESULTS)
+    results = rundir.read_json(results_path) if os.path.isfile(results_path) else None
     trajectory = _trajectory(path)
     if not tasks:
         kind, method = "baseline", "no tasks"
@@ -205,7 +198,7 @@ def _load_training_run(path, name):
         budget_steps=(results or {}).get("steps"),
     )
     if results is None:
-        summary.notes.append("no results.json: the run has not finished")
+        summary.notes.append(f"no {rundir.RESULTS}: the run has not finished")
     else:
         summary.device, count = _device(results)
         wall = results.get("wall_time_s")
@@ -240,7 +233,7 @@ def load_run(path, name=None):
     if not os.path.isdir(path):
         raise UserError(f"run directory {path} does not exist")
     name = name or os.path.basename(os.path.normpath(os.path.abspath(path)))
-    if os.path.isfile(os.path.join(path, SEARCH_FILE)):
+    if os.path.isfile(os.path.join(path, rundir.SEARCH)):
         summary = _load_search(path, name)
     else:
         summary = _load_training_run(path, name)
@@ -383,43 +376,32 @@ def plot_trajectories(runs, path):
     Returns:
       path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from robust_ssl import figures
 
     tasks = _all_tasks(runs)
     colours = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = Figure(figsize=(FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1]), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure((FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1]), DPI)
     axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
     for ax, run in zip(axes, runs):
         subtitle = f"{run.method}: best λ, constant" if run.kind == "search" else run.method
         ax.set_title(f"{run.name}\n{subtitle}", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.grid(True, alpha=0.3)
         if not run.tasks:
+            ax.set_xlabel("training step")
             ax.text(0.5, 0.5, "no tasks", ha="center", va="center", transform=ax.transAxes)
             continue
         if run.trajectory and run.kind != "search":
             steps, values = run.trajectory
-            marker = "o" if len(steps) <= 30 else None
-            for task in run.tasks:
-                if task in values:
-                    ax.plot(steps, values[task], color=colours[task], label=task, marker=marker, markersize=3)
-        else:
-            end = run.budget_steps or 1
+            lambdas = {task: values[task] for task in run.tasks if task in values}
+            figures.draw_lambdas(ax, steps, lambdas, colours, fontsize=8)
+        else:  # λ constant over the run (or one trial of a search)
+            lambdas = {task: [run.lambdas[task]] * 2 for task in run.tasks if task in run.lambdas}
             style = "--" if run.kind == "search" else "-"
-            for task in run.tasks:
-                if task in run.lambdas:
-                    ax.plot([0, end], [run.lambdas[task]] * 2, style, color=colours[task], label=task)
-        ax.legend(fontsize=8, loc="best")
+            figures.draw_lambdas(
+                ax, [0, run.budget_steps or 1], lambdas, colours, style, markers=False, fontsize=8
+            )
     axes[0].set_ylabel("λ")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI, format="png")
-    except OSError as e:
-        raise UserError(f"cannot write {path!r}: {e.strerror or e}") from None
-    return path
+    return figures.save_png(fig, path, DPI)
 
 
 def write_report(paths, output, names=None):
@@ -440,8 +422,7 @@ def write_report(paths, output, names=None):
     text = markdown_table(runs) + f"\n![λ of each run against the training step]({os.path.basename(png)})\n"
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
-        with open(output, "w") as f:
-            f.write(text)
+        rundir.write_text(output, text)
     except OSError as e:
         raise UserError(f"cannot write {output!r}: {e.strerror or e}") from None
     plot_trajectories(runs, png)

@@ -3,7 +3,7 @@
 import json
 import os
 
-from robust_ssl import networks
+from robust_ssl import networks, rundir
 from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
 from robust_ssl.tasks import TASKS, make_tasks, parse_task_names
 
@@ -147,11 +147,7 @@ def to_dict(config):
 
 def write(config, workdir):
     """Writes the resolved config to <workdir>/config.json."""
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(to_dict(config), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    return path
+    return rundir.write_config(to_dict(config), workdir)
 
 
 # Settings that may change between a run and its resumption.
@@ -179,7 +175,7 @@ def changed_keys(saved, current):
 
 def differences(config, workdir):
     """Keys whose value differs from the config saved in workdir ([] if none saved)."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
         return []
     with open(path) as f:

@@ -49,11 +49,10 @@ import re
 import shutil
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from robust_ssl import callbacks
+from robust_ssl import rundir
 from robust_ssl.errors import UserError
 
 SERVING_DEFAULT = "serving_default"
@@ -82,67 +81,6 @@ def probe_tasks(model):
 
 
 # ------------------------------------------------------------------ the model
-def resolve_model_path(workdir):
-    """Finds the model of a training run.
-
-    Args:
-      workdir: a run's workdir, or directly a `.keras` file.
-
-    Returns:
-      <workdir>/model.keras if present, else the newest
-      <workdir>/checkpoints/epoch_NNN.keras.
-
-    Raises:
-      UserError: when neither exists.
-    """
-    if os.path.isfile(workdir):
-        if not workdir.endswith(".keras"):
-            raise UserError(f"{workdir} is not a .keras model file")
-        return workdir
-    if not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir} does not exist")
-    final = os.path.join(workdir, "model.keras")
-    if os.path.isfile(final):
-        return final
-    latest = callbacks.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    if latest:
-        return latest
-    raise UserError(
-        f"{workdir} holds neither model.keras nor a checkpoint in {os.path.join(workdir, 'checkpoints')}"
-    )
-
-
-def load_model(model_or_path):
-    """Returns a `RobustSSLModel` from a model, a `.keras` file or a run's workdir.
-
-    Args:
-      model_or_path: a `RobustSSLModel`, a `.keras` path or a workdir (see
-        `resolve_model_path`).
-
-    Returns:
-      The model (loaded without its optimiser).
-
-    Raises:
-      UserError: no model found, or the file is not a robust_ssl model.
-    """
-    from robust_ssl.model import RobustSSLModel  # registers the class for loading
-
-    if isinstance(model_or_path, RobustSSLModel):
-        return model_or_path
-    if isinstance(model_or_path, keras.Model):
-        raise UserError(f"expected a RobustSSLModel; got {type(model_or_path).__name__}")
-    path = resolve_model_path(os.fspath(model_or_path))
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError) as e:
-        raise UserError(
-            f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    if not isinstance(model, RobustSSLModel):
-        raise UserError(f"{path} holds a {type(model).__name__}, not a robust_ssl RobustSSLModel")
-    return model
-
-
 def class_names_of(model):
     """The model's class names, or "0", "1", … when it has none."""
     names = list(model.class_names or [str(i) for i in range(model.num_classes)])
@@ -152,11 +90,6 @@ def class_names_of(model):
         if not name or "\n" in name or "\r" in name:
             raise UserError(f"class name {name!r} cannot be stored one per line")
     return names
-
-
-def ssl_probe_tasks(model):
-    """Names of the model's tasks that the `ssl_heads` signature can serve."""
-    return [task.name for task, _ in probe_tasks(model)]
 
 
 # ------------------------------------------------------------------ the module
@@ -354,7 +287,7 @@ def export_saved_model(model_or_path, export_dir, version=None, with_ssl_heads=F
       UserError: no model, an existing version without `overwrite`, an invalid
         version, or `with_ssl_heads` on a model without a classifier-headed task.
     """
-    model = load_model(model_or_path)
+    model = rundir.load_model(model_or_path)
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise UserError(f"export dir {export_dir} exists and is not a directory")
@@ -372,8 +305,7 @@ def export_saved_model(model_or_path, export_dir, version=None, with_ssl_heads=F
         labels_dir = os.path.join(tmp, "labels")
         os.makedirs(labels_dir)
         labels_path = os.path.join(labels_dir, LABELS_FILE)
-        with open(labels_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(names) + "\n")
+        rundir.write_text(labels_path, "\n".join(names) + "\n")
         module, signatures = build_serving_module(model, labels_path, with_ssl_heads)
         staged = os.path.join(tmp, "saved_model")
         tf.saved_model.save(module, staged, signatures=signatures)
@@ -426,13 +358,13 @@ def verify_export(export_path, model_or_path, images):
 
     Args:
       export_path: a version directory written by `export_saved_model`.
-      model_or_path: the model it was exported from (see `load_model`).
+      model_or_path: the model it was exported from (see `rundir.load_model`).
       images: uint8 [N, H, W, 3] images.
 
     Returns:
       The max absolute difference of the probabilities.
     """
-    model = load_model(model_or_path)
+    model = rundir.load_model(model_or_path)
     images = np.asarray(images, dtype=np.uint8)
     expected = tf.nn.softmax(model(tf.cast(images, tf.float32) / 255.0, training=False), axis=-1)
     loaded = tf.saved_model.load(export_path)

@@ -37,7 +37,8 @@ def grid_size_pixels(num_rows, num_columns):
     return int(round(height)), int(round(width))
 
 
-def _new_figure(figsize, dpi):
+def new_figure(figsize, dpi):
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -54,7 +55,8 @@ def _makedirs_for(path):
         raise UserError(f"cannot create the folder of {path!r}: {e.strerror}") from None
 
 
-def _save(fig, path, dpi):
+def save_png(fig, path, dpi):
+    """Writes `fig` as a PNG (its folder created); a UserError line where it cannot. Returns the path."""
     _makedirs_for(path)
     try:
         fig.savefig(path, dpi=dpi, format="png")
@@ -71,10 +73,11 @@ def _as_float_images(images):
 
 
 def load_folder_images(folder, num_images, seed=0, image_size=(32, 32)):
-    """Picks images at random from a folder (searched recursively) and resizes them.
+    """Picks images at random from a folder (searched recursively), resized.
 
     Any layout works, including `keras.utils.image_dataset_from_directory`'s
-    <folder>/<class>/<image> and <folder>/{train,test}/<class>/<image>.
+    <folder>/<class>/<image> and <folder>/{train,test}/<class>/<image>; the
+    folder is read by `robust_ssl.data.datasets.read_folder`.
 
     Args:
       folder: root folder.
@@ -89,33 +92,13 @@ def load_folder_images(folder, num_images, seed=0, image_size=(32, 32)):
       UserError: if the folder does not exist, holds no image, or an image
         cannot be decoded.
     """
-    if not folder or not os.path.isdir(folder):
-        raise UserError(f"image folder {folder!r} does not exist")
     if num_images < 1:
         raise UserError(f"number of images must be >= 1; got {num_images}")
-    import tensorflow as tf
+    from robust_ssl.data.datasets import read_folder
 
-    from robust_ssl.data.datasets import IMAGE_EXTENSIONS
-
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, files in os.walk(folder)
-        for name in files
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not paths:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
-    order = np.random.default_rng(seed).permutation(len(paths))[:num_images]
-    images = []
-    for index in order:
-        try:
-            data = tf.io.read_file(paths[index])
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise UserError(f"cannot read image {paths[index]}: {e.message.splitlines()[0]}") from None
-        image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
-        images.append(np.clip(image.numpy() / 255.0, 0.0, 1.0))
-    return np.stack(images).astype(np.float32)
+    images, _, _ = read_folder(folder, image_size, labels=None)
+    order = np.random.default_rng(seed).permutation(len(images))[:num_images]
+    return images[order].astype(np.float32) / 255.0
 
 
 def task_grid(images, tasks, seed, path):
@@ -155,7 +138,7 @@ def task_grid(images, tasks, seed, path):
 
     rows, cols = len(images), len(columns)
     height, width = grid_size_pixels(rows, cols)
-    fig = _new_figure((width / GRID_DPI, height / GRID_DPI), GRID_DPI)
+    fig = new_figure((width / GRID_DPI, height / GRID_DPI), GRID_DPI)
     pad = 0.04 * GRID_CELL_INCHES
     fig.subplots_adjust(
         left=pad / (width / GRID_DPI),
@@ -173,7 +156,7 @@ def task_grid(images, tasks, seed, path):
             ax.imshow(shown[r], interpolation="nearest", vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-    return _save(fig, path, GRID_DPI)
+    return save_png(fig, path, GRID_DPI)
 
 
 def read_lambda_csv(csv_path):
@@ -259,17 +242,48 @@ def plot_lambdas(csv_path, png_path):
     """
     steps, lambdas = read_lambda_csv(csv_path)
     end = warmup_end(steps, lambdas)
-    fig = _new_figure(LAMBDA_FIGSIZE, LAMBDA_DPI)
+    fig = new_figure(LAMBDA_FIGSIZE, LAMBDA_DPI)
     ax = fig.add_subplot(1, 1, 1)
-    marker = "o" if len(steps) <= 30 else None
-    for name, values in lambdas.items():
-        ax.plot(steps, values, label=name, marker=marker, markersize=3, linewidth=1.6)
-    if end is not None:
-        ax.axvline(end, color="0.3", linestyle="--", linewidth=1.0, label=f"end of warm-up (step {end})")
-    ax.set_xlabel("training step")
+    draw_lambdas(ax, steps, lambdas, warmup_end_step=end)
     ax.set_ylabel("λ (weight of the task loss)")
     ax.set_title("λ of each self-supervision task during training")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
     fig.tight_layout()
-    return _save(fig, png_path, LAMBDA_DPI), end
+    return save_png(fig, png_path, LAMBDA_DPI), end
+
+
+def draw_lambdas(
+    ax, steps, lambdas, colours=None, linestyle="-", markers=True, warmup_end_step=None, fontsize=9
+):
+    """Draws λ of each task against the training step into `ax`.
+
+    The λ plot of `plot_lambdas` and of every panel of `robust_ssl.compare`.
+
+    Args:
+      ax: matplotlib Axes.
+      steps: the training steps [T].
+      lambdas: dict task name -> λ [T], drawn in this order.
+      colours: optional dict task name -> colour (the same task in the same
+        colour across panels).
+      linestyle: matplotlib line style ("--" for a search's constant best λ).
+      markers: mark the points of a short trajectory (30 steps or fewer).
+      warmup_end_step: a step to mark with a dashed vertical line (the end of
+        the warm-up, see `warmup_end`), or None.
+      fontsize: of the legend.
+    """
+    marker = "o" if markers and len(steps) <= 30 else None
+    for name, values in lambdas.items():
+        colour = (colours or {}).get(name)
+        ax.plot(
+            steps, values, linestyle, color=colour, label=name, marker=marker, markersize=3, linewidth=1.6
+        )
+    if warmup_end_step is not None:
+        ax.axvline(
+            warmup_end_step,
+            color="0.3",
+            linestyle="--",
+            linewidth=1.0,
+            label=f"end of warm-up (step {warmup_end_step})",
+        )
+    ax.set_xlabel("training step")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=fontsize)

@@ -67,24 +67,3 @@ def hypergradient(meta_loss_fn, params, main_grads, task_grads, lambdas, alpha):
     if d_lambda is None:  # no task reaches ψ
         d_lambda = tf.zeros_like(lambdas)
     return d_lambda, meta_loss
-
-
-def hypergradient_by_inner_products(meta_loss_fn, params, main_grads, task_grads, lambdas, alpha):
-    """The same quantity by the closed form −α ⟨∇_ψ' L_meta, g_i⟩ (a test oracle).
-
-    Args and Returns as `hypergradient`.
-    """
-    new_params = lookahead(params, combine_gradients(main_grads, task_grads, lambdas), alpha)
-    new_params = [tf.convert_to_tensor(p) for p in new_params]
-    with tf.GradientTape() as tape:
-        tape.watch(new_params)
-        meta_loss = meta_loss_fn(new_params)
-    outer = tape.gradient(meta_loss, new_params)
-    d_lambda = []
-    for grads in task_grads:
-        dot = tf.add_n(
-            [tf.reduce_sum(o * g) for o, g in zip(outer, grads) if g is not None and o is not None]
-            or [tf.constant(0.0)]
-        )
-        d_lambda.append(-alpha * dot)
-    return tf.stack(d_lambda) if d_lambda else tf.zeros([0]), meta_loss

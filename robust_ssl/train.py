@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: one training run, end to end.
 
-A run writes into its workdir:
+A run writes into its workdir (file names and formats: `robust_ssl.rundir`):
   config.json          the resolved config
   metrics.csv          per-epoch losses per task, λ per task, accuracy, images/s
   lambdas.csv          the λ trajectory every `train.log_every_steps` steps
@@ -14,7 +14,6 @@ A run writes into its workdir:
   meta_validation.json what the AutoML meta loss saw (so evaluation can exclude it)
 """
 
-import json
 import os
 import time
 
@@ -23,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils, distribute, loop
+from robust_ssl import config_utils, distribute, loop, rundir
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError
 from robust_ssl.model import RobustSSLModel
@@ -112,7 +111,7 @@ def _corrupt_holdout(meta, names, severities, seed):
     return corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
 
 
-def _set_precision(precision):
+def set_precision(precision):
     """Sets Keras' dtype policy: float32, mixed_bfloat16, mixed_float16 or float64."""
     keras.config.set_floatx("float64" if precision == "float64" else "float32")
     keras.config.set_dtype_policy(precision)
@@ -133,10 +132,10 @@ def restore_latest(model, directory):
     Returns:
       The number of completed epochs (0 when there is no checkpoint).
     """
-    path = callbacks_lib.latest_checkpoint(directory)
+    path = rundir.latest_checkpoint(directory)
     if path is None:
         return 0
-    saved = keras.saving.load_model(path, compile=True)
+    saved = rundir.load_model(path, compile=True)
     pairs = [
         (model.variables, saved.variables),
         (model.optimizer.variables, saved.optimizer.variables),
@@ -147,7 +146,7 @@ def restore_latest(model, directory):
             raise ConfigError(f"checkpoint {path} does not match this model; use another --workdir")
         for target, source in zip(targets, sources):
             target.assign(source.numpy())
-    return int(os.path.basename(path)[len("epoch_") : -len(".keras")])
+    return rundir.checkpoint_epoch(path)
 
 
 def build_model(config, num_classes, steps_per_epoch, class_names=None):
@@ -206,8 +205,8 @@ def _prepare_workdir(config, workdir):
     if changed:  # overwrite: drop the other run's resume state and logs
         import shutil
 
-        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-        for name in ("metrics.csv", "lambdas.csv", "results.json"):
+        shutil.rmtree(os.path.join(workdir, rundir.CHECKPOINTS), ignore_errors=True)
+        for name in rundir.RUN_LOGS:
             if os.path.exists(os.path.join(workdir, name)):
                 os.remove(os.path.join(workdir, name))
     config_utils.write(config, workdir)
@@ -242,7 +241,7 @@ def train_and_evaluate(config, workdir):
     if not distribute.is_chief(strategy):
         # Other workers keep their own files apart from the chief's.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
-    _set_precision(config.train.get("precision", "float32"))
+    set_precision(config.train.get("precision", "float32"))
     _prepare_workdir(config, workdir)
     keras.utils.set_random_seed(config.seed)
     start, cpu_start = time.time(), time.process_time()
@@ -250,8 +249,7 @@ def train_and_evaluate(config, workdir):
     data = datasets.load_data(config.data)
     train_arrays, meta_examples, meta_record = meta_validation(config, data)
     num_train = len(train_arrays[1])
-    with open(os.path.join(workdir, "meta_validation.json"), "w") as f:
-        json.dump(meta_record, f, indent=2)
+    rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
     batch_size = config.train.batch_size
     if num_train < batch_size:
         raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
@@ -270,7 +268,7 @@ def train_and_evaluate(config, workdir):
         sum(int(v.numpy().size) for v in model.network_variables),
         sum(int(v.numpy().size) for v in model.psi_variables),
     )
-    initial_epoch = restore_latest(model, os.path.join(workdir, "checkpoints"))
+    initial_epoch = restore_latest(model, os.path.join(workdir, rundir.CHECKPOINTS))
     start_step = int(model.optimizer.iterations.numpy())
     if initial_epoch:
         logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
@@ -292,14 +290,16 @@ def train_and_evaluate(config, workdir):
     callbacks = [
         callbacks_lib.Throughput(batch_size),
         callbacks_lib.LambdaLogger(
-            os.path.join(workdir, "lambdas.csv"),
+            os.path.join(workdir, rundir.LAMBDAS),
             model.task_names,
             config.train.log_every_steps,
-            tensorboard_dir=os.path.join(workdir, "tensorboard", "lambdas"),
+            tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
         ),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "metrics.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), update_freq="epoch"),
-        callbacks_lib.AtomicCheckpoint(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
+        keras.callbacks.CSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
+        callbacks_lib.AtomicCheckpoint(
+            os.path.join(workdir, rundir.CHECKPOINTS), config.train.keep_checkpoints
+        ),
     ]
     multi_worker = config.get("distribute", "none") == "multi_worker"
     try:
@@ -335,7 +335,7 @@ def train_and_evaluate(config, workdir):
         evaluation = loop.evaluate_locally(model, test_ds)
     else:
         evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
-    model.save(os.path.join(workdir, "model.keras"))
+    rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
     results = {
         "test_accuracy": float(evaluation["accuracy"]),
         "test_loss": float(evaluation["loss"]),
@@ -351,6 +351,5 @@ def train_and_evaluate(config, workdir):
         "device": _device_kind(),
         "resumed_from_epoch": int(initial_epoch),
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
     return results

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from robust_ssl import benchmark
+from robust_ssl.bench import benchmark, flops
 from robust_ssl.errors import UserError
 
 
@@ -77,7 +77,7 @@ def test_flop_count_matches_the_tf_profiler_and_sees_cond_branches():
     profiled = tf.compat.v1.profiler.profile(
         plain, options=tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     )
-    counted = benchmark.count_flops(plain)
+    counted = flops.count_flops(plain)
     assert counted["total"] == profiled.total_float_ops == 2 * 4 * 8 * 8 * 3 * 3 * 3 * 5
     assert counted["conv_matmul"] == counted["total"]
 
@@ -85,8 +85,8 @@ def test_flop_count_matches_the_tf_profiler_and_sees_cond_branches():
         return tf.cond(flag, lambda: conv(conv(images)[..., :3]), lambda: images * 2.0)
 
     graph = tf.function(branchy).get_concrete_function(x, tf.TensorSpec([], tf.bool)).graph
-    then = benchmark.count_flops(graph, take_then=True)
-    other = benchmark.count_flops(graph, take_then=False)
+    then = flops.count_flops(graph, take_then=True)
+    other = flops.count_flops(graph, take_then=False)
     assert then["conv_matmul"] == 2 * counted["conv_matmul"]
     assert other["conv_matmul"] == 0 and other["other"] == 4 * 8 * 8 * 3
 
@@ -95,10 +95,10 @@ def test_flop_count_matches_the_tf_profiler_and_sees_cond_branches():
         return images + 1.0
 
     dead = tf.function(dead_conv).get_concrete_function(x).graph
-    pruned = benchmark.count_flops(dead)
+    pruned = flops.count_flops(dead)
     assert pruned["conv_matmul"] == 0
     assert pruned["pruned"] == counted["total"]
-    assert benchmark.count_flops(dead, prune=False)["conv_matmul"] == counted["total"]
+    assert flops.count_flops(dead, prune=False)["conv_matmul"] == counted["total"]
 
 
 def test_summarize_reports_median_quartiles_and_range():

@@ -1,4 +1,4 @@
-"""Tests of the robustness evaluation (robust_ssl.evaluate, robust_ssl.report, `robust-ssl evaluate`)."""
+"""Tests of the robustness evaluation (robust_ssl.robustness: evaluation, reports; `robust-ssl evaluate`)."""
 
 import csv
 import json
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config
 
-from robust_ssl import evaluate, report
+from robust_ssl import rundir
 from robust_ssl.data import cifar10c, synthetic
 from robust_ssl.data import corruptions as C
 from robust_ssl.errors import UserError
+from robust_ssl.robustness import evaluation, reports
 
 
 class ConstantModel:
@@ -57,24 +58,24 @@ def test_ece_matches_a_direct_computation():
         m = (conf > lo) & (conf <= hi)
         if m.any():
             expected += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
-    assert evaluate.expected_calibration_error(probs, labels) == pytest.approx(expected, abs=1e-12)
+    assert evaluation.expected_calibration_error(probs, labels) == pytest.approx(expected, abs=1e-12)
     # Always 90% sure, right half of the time: ECE 0.4.
     probs = np.tile([0.9, 0.1], (10, 1))
-    assert evaluate.expected_calibration_error(probs, np.array([0, 1] * 5)) == pytest.approx(0.4)
+    assert evaluation.expected_calibration_error(probs, np.array([0, 1] * 5)) == pytest.approx(0.4)
 
 
 def test_cell_metrics():
     probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
-    m = evaluate.cell_metrics(probs, np.array([0, 1, 1, 0]))
+    m = evaluation.cell_metrics(probs, np.array([0, 1, 1, 0]))
     assert m["accuracy"] == 0.75 and m["error"] == 0.25 and m["num_images"] == 4
     assert m["nll"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.4, 0.5])))
 
 
 def test_predictor_detects_probabilities_and_logits():
     x = np.zeros((3, 32, 32, 3), np.uint8)
-    logits = evaluate.make_predictor(ConstantModel([2.0, 0.0]), batch_size=2)(x)
+    logits = evaluation.make_predictor(ConstantModel([2.0, 0.0]), batch_size=2)(x)
     np.testing.assert_allclose(logits, np.tile(softmax(np.array([2.0, 0.0])), (3, 1)))
-    probs = evaluate.make_predictor(ConstantModel([0.25, 0.75]), batch_size=2)(x)
+    probs = evaluation.make_predictor(ConstantModel([0.25, 0.75]), batch_size=2)(x)
     np.testing.assert_allclose(probs, np.tile([0.25, 0.75], (3, 1)))
 
 
@@ -82,23 +83,25 @@ def test_predictor_detects_probabilities_and_logits():
 def test_leak_guard_drops_the_meta_head_of_real_cifar10c():
     record = {"source": "cifar10c", "per_block": 7}
     for source in ("tfds", "/some/dir"):
-        e = evaluate.leak_guard(record, source)
+        e = evaluation.leak_guard(record, source)
         assert (e.per_block, e.clean_skip) == (7, 0)
-    e = evaluate.leak_guard(record, "tfds", data_config={"source": "tfds", "name": "cifar10"})
+    e = evaluation.leak_guard(record, "tfds", data_config={"source": "tfds", "name": "cifar10"})
     assert (e.per_block, e.clean_skip) == (7, 7)
     with pytest.raises(UserError, match="refusing to score the first 7 images") as info:
-        evaluate.leak_guard(record, "tfds", include_meta_images=True)
+        evaluation.leak_guard(record, "tfds", include_meta_images=True)
     assert "\n" not in str(info.value)
 
 
 def test_leak_guard_for_generated_corruptions():
     record = {"source": "cifar10c", "per_block": 100}
     cifar10 = {"source": "tfds", "name": "cifar10"}
-    e = evaluate.leak_guard(record, "generate", data_config=cifar10)
+    e = evaluation.leak_guard(record, "generate", data_config=cifar10)
     assert (e.per_block, e.clean_skip) == (0, 100)
     with pytest.raises(UserError, match="refusing"):
-        evaluate.leak_guard(record, "generate", include_meta_images=True, data_config=cifar10)
-    e = evaluate.leak_guard(record, "generate", include_meta_images=True, data_config={"source": "synthetic"})
+        evaluation.leak_guard(record, "generate", include_meta_images=True, data_config=cifar10)
+    e = evaluation.leak_guard(
+        record, "generate", include_meta_images=True, data_config={"source": "synthetic"}
+    )
     assert (e.per_block, e.clean_skip) == (0, 0)
 
 
@@ -108,20 +111,20 @@ def test_leak_guard_other_records():
         {"source": "train_holdout", "holdout": 64},
         {"source": "corrupted_holdout"},
     ):
-        e = evaluate.leak_guard(record, "tfds", include_meta_images=True)
+        e = evaluation.leak_guard(record, "tfds", include_meta_images=True)
         assert (e.per_block, e.clean_skip) == (0, 0)
-    note = evaluate.leak_guard({"source": "corrupted_holdout", "corruptions": ["fog"]}, "tfds").note
+    note = evaluation.leak_guard({"source": "corrupted_holdout", "corruptions": ["fog"]}, "tfds").note
     assert note.endswith("the meta loss saw fog")
     # Unknown provenance: the paper's head is left out unless asked otherwise.
-    assert evaluate.leak_guard(None, "tfds").per_block == cifar10c.PAPER_PER_BLOCK
-    assert evaluate.leak_guard(None, "tfds", include_meta_images=True).per_block == 0
+    assert evaluation.leak_guard(None, "tfds").per_block == cifar10c.PAPER_PER_BLOCK
+    assert evaluation.leak_guard(None, "tfds", include_meta_images=True).per_block == 0
     with pytest.raises(UserError, match="unknown"):
-        evaluate.leak_guard({"source": "mystery"}, "tfds")
+        evaluation.leak_guard({"source": "mystery"}, "tfds")
 
 
 def test_real_cifar10c_evaluation_never_shows_the_meta_images(clean, npy_dir):
     model = ConstantModel([3.0] + [0.0] * 9)
-    result = evaluate.evaluate_robustness(
+    result = evaluation.evaluate_robustness(
         model,
         npy_dir,
         corruptions=("gaussian_noise", "fog"),
@@ -142,7 +145,7 @@ def test_real_cifar10c_evaluation_never_shows_the_meta_images(clean, npy_dir):
             assert cell["accuracy"] == pytest.approx((labels[6:] == 0).mean())
     assert result["clean"] is None and result["settings"]["excluded_per_block"] == 6
     with pytest.raises(UserError, match="refusing"):
-        evaluate.evaluate_robustness(
+        evaluation.evaluate_robustness(
             model, npy_dir, meta_validation={"source": "cifar10c", "per_block": 6}, include_meta_images=True
         )
 
@@ -152,7 +155,7 @@ def test_tfds_source_uses_tfds_names_and_drops_the_meta_head():
 
     # Mock data: 12 images per tfds config; unknown config names would fail.
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        result = evaluate.evaluate_robustness(
+        result = evaluation.evaluate_robustness(
             ConstantModel([1.0] + [0.0] * 9),
             "tfds",
             corruptions=("glass_blur", "elastic_transform"),
@@ -170,7 +173,7 @@ def test_generated_evaluation_scores_corrupted_clean_images(clean):
     x, y = clean
     logits = np.array([0.0, 2.0] + [0.0] * 8)
     model = ConstantModel(logits)
-    result = evaluate.evaluate_robustness(
+    result = evaluation.evaluate_robustness(
         model,
         "generate",
         clean=clean,
@@ -187,16 +190,16 @@ def test_generated_evaluation_scores_corrupted_clean_images(clean):
     for cell in result["cells"]:
         assert cell["accuracy"] == pytest.approx(accuracy)
         assert cell["ece"] == pytest.approx(abs(accuracy - confidence))
-    half = evaluate.evaluate_robustness(
+    half = evaluation.evaluate_robustness(
         ConstantModel(logits), "generate", clean=clean, corruptions=("fog",), severities=(1,), max_images=5
     )
     assert half["cells"][0]["num_images"] == 5 and half["clean"]["num_images"] == 5
 
 
 def test_max_images_takes_an_evenly_spaced_subset():
-    assert evaluate._subset(10, None).tolist() == list(range(10))
-    assert evaluate._subset(10, 5).tolist() == [0, 2, 4, 6, 8]
-    assert evaluate._subset(1000, 3).tolist() == [0, 333, 666]
+    assert evaluation._subset(10, None).tolist() == list(range(10))
+    assert evaluation._subset(10, 5).tolist() == [0, 2, 4, 6, 8]
+    assert evaluation._subset(1000, 3).tolist() == [0, 333, 666]
 
 
 # ---------------------------------------------------------------- summaries
@@ -214,7 +217,7 @@ def _fake_result(acc_by_cell, clean_acc):
         for (c, s), a in acc_by_cell.items()
     ]
     result = {"cells": cells, "clean": {"accuracy": clean_acc, "error": 1 - clean_acc, "ece": 0.05}}
-    result["summary"] = evaluate.summarize(result)
+    result["summary"] = evaluation.summarize(result)
     return result
 
 
@@ -234,7 +237,7 @@ def test_summary_means_and_corruption_errors():
 def test_comparison_with_a_baseline():
     ours = _fake_result({("fog", 1): 0.8, ("fog", 2): 0.6, ("saturate", 1): 0.9}, 0.9)
     base = _fake_result({("fog", 1): 0.6, ("fog", 2): 0.4, ("snow", 1): 0.5}, 0.8)
-    comparison = evaluate.compare(ours, base)
+    comparison = evaluation.compare(ours, base)
     assert comparison["common_cells"] == 2
     assert comparison["normalised_ce"] == {"fog": pytest.approx((0.2 + 0.4) / (0.4 + 0.6))}
     assert comparison["relative_ce"]["fog"] == pytest.approx((0.1 + 0.3) / (0.2 + 0.4))
@@ -244,10 +247,10 @@ def test_comparison_with_a_baseline():
 def test_results_round_trip_through_csv_and_json(tmp_path):
     result = _fake_result({("fog", 1): 0.75, ("glass_blur", 3): 0.5}, 0.875)
     for path in (
-        evaluate.write_csv(result, str(tmp_path / "r.csv")),
-        evaluate.write_json(result, str(tmp_path / "r.json")),
+        reports.write_csv(result, str(tmp_path / "r.csv")),
+        reports.write_json(result, str(tmp_path / "r.json")),
     ):
-        back = evaluate.load_results(path)
+        back = evaluation.load_results(path)
         assert [(c["corruption"], c["severity"], c["accuracy"]) for c in back["cells"]] == [
             ("fog", 1, 0.75),
             ("glass_blur", 3, 0.5),
@@ -257,7 +260,7 @@ def test_results_round_trip_through_csv_and_json(tmp_path):
         rows = list(csv.DictReader(f))
     assert rows[0]["corruption"] == "clean" and rows[0]["severity"] == "0"
     with pytest.raises(UserError):
-        evaluate.load_results(str(tmp_path / "missing.json"))
+        evaluation.load_results(str(tmp_path / "missing.json"))
 
 
 def test_reports(tmp_path):
@@ -266,7 +269,8 @@ def test_reports(tmp_path):
     acc = {(c, s): 0.5 + 0.02 * s for c in ("fog", "snow", "saturate") for s in (1, 3)}
     result = _fake_result(acc, 0.9)
     base = _fake_result({k: v - 0.1 for k, v in acc.items()}, 0.85)
-    paths = report.write_reports(result, str(tmp_path), base, title="demo")
+    comparison = evaluation.compare(result, base)
+    paths = reports.write_reports(result, str(tmp_path), comparison, base, title="demo")
     assert set(paths) == {"csv", "json", "markdown", "heatmap", "comparison"}
     text = open(paths["markdown"]).read()
     assert "| snow | 52.0 | 56.0 | 54.0 | 46.0 |" in text
@@ -291,13 +295,13 @@ def test_saved_model_signature_with_uint8_input(tmp_path):
 
     module = Module()
     tf.saved_model.save(module, str(tmp_path / "3"), signatures={"serving_default": module.serve})
-    predict = evaluate.make_predictor(evaluate.load_saved_model(str(tmp_path)), batch_size=4)
+    predict = evaluation.make_predictor(evaluation.load_saved_model(str(tmp_path)), batch_size=4)
     x = np.zeros((5, 32, 32, 3), np.uint8)
     x[:2] = 200
     probs = predict(x)
     assert probs.shape == (5, 2) and (probs.argmax(1) == [0, 0, 1, 1, 1]).all()
     with pytest.raises(UserError):
-        evaluate.load_saved_model(str(tmp_path / "nothing"))
+        evaluation.load_saved_model(str(tmp_path / "nothing"))
 
 
 # ---------------------------------------------------------------- a real run, end to end
@@ -313,12 +317,12 @@ def tiny_run(tmp_path_factory):
 
 def test_run_dir_of_a_checkpoint(tiny_run):
     checkpoint = os.path.join(tiny_run, "checkpoints", "epoch_001.keras")
-    assert evaluate.run_dir_of(checkpoint=checkpoint) == os.path.abspath(tiny_run)
-    assert evaluate.run_dir_of(workdir="w", checkpoint=checkpoint) == "w"
+    assert rundir.run_dir_of(checkpoint=checkpoint) == os.path.abspath(tiny_run)
+    assert rundir.run_dir_of(workdir="w", checkpoint=checkpoint) == "w"
 
 
 def test_full_generated_grid_of_a_trained_model(tiny_run, tmp_path):
-    result, paths = evaluate.evaluate_run(
+    result, paths = evaluation.evaluate_run(
         "generate",
         workdir=tiny_run,
         output_dir=str(tmp_path),
@@ -342,7 +346,7 @@ def _run_tool(*args):
 
 def test_tool_end_to_end_with_a_baseline(tiny_run, tmp_path):
     baseline_dir = tmp_path / "baseline"
-    evaluate.evaluate_run(
+    evaluation.evaluate_run(
         "generate",
         workdir=tiny_run,
         output_dir=str(baseline_dir),

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, SHARED_MINI, tiny_config
 
-from robust_ssl import export
+from robust_ssl import export, rundir
 from robust_ssl.errors import UserError
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -35,7 +35,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(workdir):
-    return export.load_model(workdir)
+    return rundir.load_model(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_export_layout_assets_and_only_inference_variables(exported, model):
     probed = [h for t, h in zip(model.tasks, model.task_heads) if t.name != "color"]
     expected = model.trunk.variables + model.classifier.variables + [v for h in probed for v in h.variables]
     assert len(saved) == len(expected)
-    assert export.ssl_probe_tasks(model) == ["rotation", "rgb", "jigsaw"]
+    assert [task.name for task, _ in export.probe_tasks(model)] == ["rotation", "rgb", "jigsaw"]
 
 
 def test_classifier_only_export_has_no_head_variables(model, tmp_path):
@@ -245,13 +245,15 @@ def test_versions_next_refuse_and_overwrite(model, tmp_path):
 def test_model_comes_from_latest_checkpoint_without_model_keras(workdir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(os.path.join(workdir, "checkpoints"), run / "checkpoints")
-    assert export.resolve_model_path(str(run)).endswith(os.path.join("checkpoints", "epoch_001.keras"))
-    assert export.resolve_model_path(workdir) == os.path.join(workdir, "model.keras")
+    assert rundir.model_path(str(run)).endswith(os.path.join("checkpoints", "epoch_001.keras"))
+    assert rundir.model_path(workdir) == os.path.join(workdir, "model.keras")
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(UserError, match="neither model.keras nor a checkpoint"):
-        export.load_model(str(tmp_path / "empty_run"))
+        rundir.load_model(str(tmp_path / "empty_run"))
     with pytest.raises(UserError, match="does not exist"):
-        export.load_model(str(tmp_path / "missing"))
+        rundir.load_model(str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="not found"):
+        rundir.load_model(str(tmp_path / "missing.keras"))
 
 
 # ---------------------------------------------------------------- the tool

@@ -1,4 +1,4 @@
-"""λ search with keras-tuner (robust_ssl.tuning, `robust-ssl tune`) and run comparison (robust_ssl.compare).
+"""λ search with keras-tuner (robust_ssl.tuning: hypermodel, search, trials, best_config; `robust-ssl tune`) and run comparison (robust_ssl.compare).
 
 The expensive pieces run once per module: a search of 1 trial that a second
 invocation extends to 2 (both through `robust-ssl tune`), and a `robust-ssl
@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config, write_config_file
 
-from robust_ssl import compare, configs, tuning
+from robust_ssl import compare, configs
 from robust_ssl.errors import ConfigError, UserError
+from robust_ssl.tuning import best_config, hypermodel
+from robust_ssl.tuning import search as search_lib
 
 # The objective's validation set: corrupted held-out training images, a small
 # version of the default corrupted_holdout settings (64 images x 2 x 2 = 256).
@@ -159,7 +161,7 @@ def test_validation_set_is_the_one_train_builds_for_automl():
 
     config = small_config()
     assert not config.automl.enabled
-    data = tuning.load_search_data(config)
+    data = hypermodel.load_search_data(config)
     (_, train_labels), meta, record = train.meta_validation(
         small_config(**{"automl.enabled": True}), datasets.load_data(config.data)
     )
@@ -189,18 +191,18 @@ def test_best_config_file_trains_with_the_best_lambdas(search, best_run):
 @pytest.mark.parametrize("by", ["name", "file"])
 def test_best_config_of_a_packaged_config_imports_it_and_keeps_overrides(tmp_path, by):
     base_config = "smoke" if by == "name" else configs.path("smoke")
-    base = tuning.load_config_file(base_config)
-    config = tuning.load_config_file(base_config)
+    base = configs.load(base_config)
+    config = configs.load(base_config)
     config.tasks = "rotation,color"
     config.train.epochs = 7
     config.train.verbose = 0  # a run-time switch: not carried over
     best = {"lambdas": {"rotation": 0.25, "color": 1.5}, "learning_rate": 0.02}
-    text = tuning.render_best_config(base_config, config, best)
+    text = best_config.render_best_config(base_config, config, best)
     assert "from robust_ssl.configs import smoke as _base" in text
     assert "importlib" not in text and "sys.path" not in text
     path = tmp_path / "best_config.py"
     path.write_text(text)
-    loaded = tuning.load_config_file(str(path))
+    loaded = configs.load(str(path))
     assert loaded.tasks == "rotation,color" and loaded.train.epochs == 7
     assert loaded.train.verbose == base.train.verbose
     assert loaded.task_weights.rotation == 0.25 and loaded.task_weights.color == 1.5
@@ -221,12 +223,12 @@ def test_an_interrupted_trial_is_run_again_with_the_same_values(tmp_path, monkey
 
     monkeypatch.setattr(RobustSSLModel, "fit", interrupted, raising=False)
     with pytest.raises(KeyboardInterrupt):
-        tuning.search(config, str(tmp_path), max_trials=2, epochs=1, log=lambda _: None)
+        search_lib.search(config, str(tmp_path), max_trials=2, epochs=1, log=lambda _: None)
     monkeypatch.undo()
     started = read_json(tmp_path / "keras_tuner" / "trial_0" / "trial.json")
     assert started["status"] == "RUNNING"
 
-    result = tuning.search(config, str(tmp_path), max_trials=2, epochs=1, log=lambda _: None)
+    result = search_lib.search(config, str(tmp_path), max_trials=2, epochs=1, log=lambda _: None)
     assert [r["trial"] for r in result["rows"]] == ["0", "1"]
     assert all(r["status"] == "COMPLETED" for r in result["rows"])
     finished = read_json(tmp_path / "keras_tuner" / "trial_0" / "trial.json")
@@ -234,7 +236,7 @@ def test_an_interrupted_trial_is_run_again_with_the_same_values(tmp_path, monkey
     assert [s["trials_run"] for s in result["sessions"]] == [["0"], ["0", "1"]]
     # Without a config file, best_config.py builds on the packaged `default` plus every setting that differs.
     assert "from robust_ssl.configs import default as _base" in (tmp_path / "best_config.py").read_text()
-    loaded = tuning.load_config_file(str(tmp_path / "best_config.py"))
+    loaded = configs.load(str(tmp_path / "best_config.py"))
     assert loaded.model.depth == 10 and loaded.data.source == "synthetic" and loaded.tasks == TASKS
     assert loaded.task_weights.ir == pytest.approx(result["best"]["lambdas"]["ir"])
 
@@ -243,19 +245,19 @@ def test_an_interrupted_trial_is_run_again_with_the_same_values(tmp_path, monkey
 def test_hyperparameters_are_the_lambdas_and_optionally_the_learning_rate():
     import keras_tuner
 
-    space = tuning.SearchSpace(
+    space = hypermodel.SearchSpace(
         lambda_min=0.01, lambda_max=4.0, lambda_sampling="log", tune_learning_rate=True
     )
-    hypermodel = tuning.make_hypermodel(small_config(**{"automl.enabled": True}), space, epochs=3)
+    model = hypermodel.make_hypermodel(small_config(**{"automl.enabled": True}), space, epochs=3)
     hp = keras_tuner.HyperParameters()
-    trial = hypermodel.trial_config(hp)
+    trial = model.trial_config(hp)
     by_name = {p.name: p.get_config() for p in hp.space}
     assert sorted(by_name) == ["lambda_ir", "lambda_rotation", "learning_rate"]
     assert (by_name["lambda_ir"]["min_value"], by_name["lambda_ir"]["max_value"]) == (0.01, 4.0)
     assert by_name["lambda_ir"]["sampling"] == "log" and by_name["learning_rate"]["sampling"] == "log"
     assert trial.automl.enabled is False and trial.train.epochs == 3
     hp.values.update(lambda_rotation=1.25, lambda_ir=0.125, learning_rate=0.02)
-    trial = hypermodel.trial_config(hp)
+    trial = model.trial_config(hp)
     assert (trial.task_weights.rotation, trial.task_weights.ir, trial.train.learning_rate) == (
         1.25,
         0.125,
@@ -266,22 +268,22 @@ def test_hyperparameters_are_the_lambdas_and_optionally_the_learning_rate():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"space": tuning.SearchSpace(lambda_sampling="log")}, "log sampling of λ needs a minimum > 0"),
-        ({"space": tuning.SearchSpace(lambda_min=2.0, lambda_max=1.0)}, "λ range must satisfy"),
+        ({"space": hypermodel.SearchSpace(lambda_sampling="log")}, "log sampling of λ needs a minimum > 0"),
+        ({"space": hypermodel.SearchSpace(lambda_min=2.0, lambda_max=1.0)}, "λ range must satisfy"),
         ({"tuner": "grid"}, "tuner must be one of random, bayesian, hyperband"),
         ({"max_trials": 0}, "max_trials must be >= 1"),
     ],
 )
 def test_bad_search_settings_fail_before_anything_is_written(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        tuning.search(small_config(), str(tmp_path / "w"), **kwargs)
+        search_lib.search(small_config(), str(tmp_path / "w"), **kwargs)
     assert not (tmp_path / "w").exists()
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, search):
     (tmp_path / "search.json").write_text((search["workdir"] / "search.json").read_text())
     with pytest.raises(UserError, match=r"other settings \(epochs, config.tasks\)"):
-        tuning.search(small_config(tasks="rotation"), str(tmp_path), max_trials=3, epochs=2)
+        search_lib.search(small_config(tasks="rotation"), str(tmp_path), max_trials=3, epochs=2)
 
 
 def test_tune_tool_bad_input_is_one_error_line(tmp_path):
@@ -301,11 +303,12 @@ def test_tune_tool_bad_input_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def automl_run(tmp_path_factory):
     """A tiny AutoML run (train.train_and_evaluate) with a robustness evaluation of 2 cells."""
-    from robust_ssl import evaluate, train
+    from robust_ssl import train
+    from robust_ssl.robustness import evaluation
 
     workdir = tmp_path_factory.mktemp("automl")
     train.train_and_evaluate(tiny_config(TASKS, automl=True, **VALIDATION), str(workdir))
-    evaluate.evaluate_run(
+    evaluation.evaluate_run(
         "generate",
         workdir=str(workdir),
         corruptions=("gaussian_noise", "fog"),
@@ -398,7 +401,7 @@ def test_compare_refuses_a_directory_that_is_no_run(tmp_path):
 def test_validation_settings_are_checked_although_automl_is_off():
     config = small_config(**{"automl.validation.corruptions": "gaussian_blur,nope"})
     with pytest.raises(ConfigError, match="automl.validation.corruptions: unknown corruption 'nope'"):
-        tuning.load_search_data(config)
+        hypermodel.load_search_data(config)
 
 
 def test_device_hours_count_every_replica(tmp_path):

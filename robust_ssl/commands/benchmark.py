@@ -6,7 +6,7 @@ r"""Times training steps per mode and the input pipeline; writes a table and JSO
   robust-ssl benchmark --quick --output_dir=/tmp/bench   # tiny model, 3 steps (CI)
 
 Each mode runs `model.train_step` in a `tf.function` on one fixed batch, in its
-own subprocess, after warm-up steps; see `robust_ssl.benchmark` for what each
+own subprocess, after warm-up steps; see `robust_ssl.bench.benchmark` for what each
 column means and how FLOPs are counted. Modes: baseline, baseline_xla,
 baseline_noxla, fixed_rotation, fixed4, fixed4_xla, fixed7, automl4_fast,
 automl4_fast_every4, automl4_naive, automl7_fast (or "all").
@@ -17,7 +17,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from robust_ssl import benchmark, cli, configs
+from robust_ssl import cli, configs
+from robust_ssl.bench import benchmark
 
 # robust_ssl.cli resolves a config name given to this flag into its file.
 CONFIG_FLAG = configs.FLAG

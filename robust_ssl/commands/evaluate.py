@@ -44,12 +44,12 @@ flags.mark_flag_as_required("cifar10c")
 
 
 def main(argv):
-    from robust_ssl import evaluate
     from robust_ssl.data import cifar10c
+    from robust_ssl.robustness import evaluation
 
     with cli.user_errors():
         cli.no_arguments(argv)
-        _, paths = evaluate.evaluate_run(
+        _, paths = evaluation.evaluate_run(
             _CIFAR10C.value,
             workdir=_WORKDIR.value,
             checkpoint=_CHECKPOINT.value,

@@ -4,7 +4,8 @@ r"""Exports a trained robust_ssl classifier as a versioned SavedModel for TF Ser
   robust-ssl export --workdir=runs/rot --export_dir=exports/rot --with_ssl_heads
   robust-ssl export --workdir=runs/rot --export_dir=exports/rot --version=1 --overwrite
 
-The model is <workdir>/model.keras, else the newest <workdir>/checkpoints/epoch_NNN.keras.
+The model is <workdir>/model.keras, else the newest <workdir>/checkpoints/epoch_NNN.keras
+(`robust_ssl.rundir.load_model`).
 It is written to <export_dir>/<version>/ (default version: max existing + 1).
 See docs/serving.md of the repository for the signatures and how to serve them.
 """
@@ -31,11 +32,11 @@ flags.mark_flags_as_required(["workdir", "export_dir"])
 
 
 def main(argv):
-    from robust_ssl import export
+    from robust_ssl import export, rundir
 
     with cli.user_errors():
         cli.no_arguments(argv)
-        model = export.load_model(_WORKDIR.value)
+        model = rundir.load_model(_WORKDIR.value)
         path = export.export_saved_model(
             model,
             _EXPORT_DIR.value,

@@ -23,14 +23,14 @@ _OUTPUT = flags.DEFINE_string(
 
 
 def main(argv):
-    from robust_ssl import figures
+    from robust_ssl import figures, rundir
     from robust_ssl.errors import UserError
 
     with cli.user_errors():
         cli.no_arguments(argv)
         if bool(_WORKDIR.value) == bool(_CSV.value):
             raise UserError("give exactly one of --workdir=<run directory> or --csv=<lambdas.csv>")
-        csv_path = _CSV.value or os.path.join(_WORKDIR.value, "lambdas.csv")
+        csv_path = _CSV.value or os.path.join(_WORKDIR.value, rundir.LAMBDAS)
         # <workdir>/lambdas.csv -> <workdir>/lambdas.png; x.csv -> x.png beside it.
         output = _OUTPUT.value or os.path.splitext(csv_path)[0] + ".png"
         path, end = figures.plot_lambdas(csv_path, output)

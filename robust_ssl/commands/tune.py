@@ -42,11 +42,11 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-    from robust_ssl import tuning
+    from robust_ssl.tuning import hypermodel, search
 
     with cli.user_errors():
         cli.no_arguments(argv)
-        space = tuning.SearchSpace(
+        space = hypermodel.SearchSpace(
             lambda_min=_LAMBDA_MIN.value,
             lambda_max=_LAMBDA_MAX.value,
             lambda_sampling=_SAMPLING.value,
@@ -54,7 +54,7 @@ def main(argv):
             lr_min=_LR_MIN.value,
             lr_max=_LR_MAX.value,
         )
-        result = tuning.search(
+        result = search.search(
             _CONFIG.value,
             _WORKDIR.value,
             tuner=_TUNER.value,
@@ -66,4 +66,4 @@ def main(argv):
             overwrite=_OVERWRITE.value,
             hyperband_factor=_FACTOR.value,
         )
-    print(tuning.summary(result, _WORKDIR.value))
+    print(search.summary(result, _WORKDIR.value))

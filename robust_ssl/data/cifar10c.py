@@ -38,7 +38,6 @@ BENCHMARK_CORRUPTIONS = (
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
-IMAGES_PER_SEVERITY = 10_000
 
 # tfds spells two corruptions differently from the official files.
 TFDS_NAMES = {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"}

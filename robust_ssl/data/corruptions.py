@@ -91,6 +91,7 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
+from robust_ssl import rundir
 from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 
 __all__ = [
@@ -806,44 +807,30 @@ def load_clean_images(folder=None, tfds_name=None, split="test", data_dir=None):
 
     if bool(folder) == bool(tfds_name):
         raise UserError("give exactly one of --folder=<image folder> or --tfds=<dataset name>")
-    images, labels = [], []
     if folder:
-        if not os.path.isdir(folder):
-            raise UserError(f"image folder {folder} does not exist")
         if os.path.isdir(os.path.join(folder, "test")):
             folder = os.path.join(folder, "test")
-        import keras
+        from robust_ssl.data.datasets import read_folder
 
-        has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
-        try:
-            ds = keras.utils.image_dataset_from_directory(
-                folder,
-                labels="inferred" if has_classes else None,
-                image_size=(_SIZE, _SIZE),
-                batch_size=None,
-                shuffle=False,
-                verbose=False,
-            )
-        except ValueError as e:
-            raise UserError(f"cannot read images from {folder}: {str(e).splitlines()[0]}") from None
-        for item in ds.as_numpy_iterator():
-            x, y = item if has_classes else (item, 0)
-            images.append(np.clip(np.round(x), 0, 255).astype(np.uint8))
-            labels.append(y)
-    else:
-        import tensorflow_datasets as tfds
+        has_classes = os.path.isdir(folder) and any(
+            os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)
+        )
+        images, labels, _ = read_folder(folder, (_SIZE, _SIZE), labels="inferred" if has_classes else None)
+        return images, labels.astype(np.int64)
+    import tensorflow_datasets as tfds
 
-        try:
-            ds = tfds.load(tfds_name, split=split, as_supervised=True, data_dir=data_dir, shuffle_files=False)
-        except Exception as e:
-            raise UserError(
-                f"cannot load tfds {tfds_name}:{split} ({type(e).__name__}); offline, use --folder"
-            ) from None
-        for x, y in ds.as_numpy_iterator():
-            images.append(_to_32(x[None])[0] if x.shape[:2] != (_SIZE, _SIZE) else x)
-            labels.append(y)
+    try:
+        ds = tfds.load(tfds_name, split=split, as_supervised=True, data_dir=data_dir, shuffle_files=False)
+    except Exception as e:
+        raise UserError(
+            f"cannot load tfds {tfds_name}:{split} ({type(e).__name__}); offline, use --folder"
+        ) from None
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(_to_32(x[None])[0] if x.shape[:2] != (_SIZE, _SIZE) else x)
+        labels.append(y)
     if not images:
-        raise UserError(f"no images found in {folder or tfds_name}")
+        raise UserError(f"no images found in {tfds_name}")
     images = np.stack(images)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
@@ -859,7 +846,7 @@ def write_corrupted_set(
     `<corruption>.npy` uint8 [5*N, 32, 32, 3] with severities 1..5 stacked in
     order, and `labels.npy` [5*N] (the labels repeated per severity; uint8 as the
     official file when they fit, int32 otherwise). Each file is written to a
-    temporary name first and renamed when complete.
+    temporary name first and renamed when complete (`rundir.atomic_path`).
 
     Args:
       images: uint8 [N, 32, 32, 3] clean images.
@@ -891,24 +878,23 @@ def write_corrupted_set(
     done = 0
     for name in corruptions:
         path = os.path.join(output_dir, f"{name}.npy")
-        tmp = path + ".partial.npy"
-        array = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(SEVERITIES) * n, *IMAGE_SHAPE)
-        )
-        for s_index, severity in enumerate(SEVERITIES):
-            for start in range(0, n, chunk_size):
-                chunk = images[start : start + chunk_size]
-                lo = s_index * n + start
-                array[lo : lo + len(chunk)] = corrupt(chunk, name, severity, seed, start_index=start)
-                done += len(chunk)
-                if bar is not None:
-                    bar.update(done)
-        array.flush()
-        del array
-        os.replace(tmp, path)
+        with rundir.atomic_path(path, suffix=".npy") as tmp:
+            array = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(SEVERITIES) * n, *IMAGE_SHAPE)
+            )
+            for s_index, severity in enumerate(SEVERITIES):
+                for start in range(0, n, chunk_size):
+                    chunk = images[start : start + chunk_size]
+                    lo = s_index * n + start
+                    array[lo : lo + len(chunk)] = corrupt(chunk, name, severity, seed, start_index=start)
+                    done += len(chunk)
+                    if bar is not None:
+                        bar.update(done)
+            array.flush()
+            del array
         written.append(path)
     labels_path = os.path.join(output_dir, "labels.npy")
-    np.save(labels_path + ".partial.npy", np.tile(labels.astype(label_dtype), len(SEVERITIES)))
-    os.replace(labels_path + ".partial.npy", labels_path)
+    with rundir.atomic_path(labels_path, suffix=".npy") as tmp:
+        np.save(tmp, np.tile(labels.astype(label_dtype), len(SEVERITIES)))
     written.append(labels_path)
     return written

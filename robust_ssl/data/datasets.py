@@ -154,28 +154,58 @@ def _num_examples(info, split, ds):
         return int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def _read_folder(path, image_size, class_names=None):
-    """Reads <path>/<class>/<image> into uint8 arrays (keras' folder layout)."""
+def read_folder(path, image_size, class_names=None, labels="inferred"):
+    """Reads the images of a folder into memory, resized to `image_size` (bilinear).
+
+    The one image-folder reader of the package (training data, `robust-ssl
+    make-cifar10c`, `robust-ssl show-tasks`), on `keras.utils.image_dataset_from_directory`.
+
+    Args:
+      path: the folder.
+      image_size: (H, W).
+      class_names: with `labels="inferred"`, the class sub-folders to read, in
+        label order (default: all of them, alphabetically).
+      labels: "inferred": <path>/<class>/<image>, labelled by class (keras'
+        layout); None: every image under `path` at any depth, label 0.
+
+    Returns:
+      (uint8 [N, H, W, 3] images, int32 [N] labels, class names; [] with labels=None).
+
+    Raises:
+      UserError: the folder does not exist or holds no image, or an image cannot be decoded.
+    """
     import keras
 
-    ds = keras.utils.image_dataset_from_directory(
-        path,
-        labels="inferred",
-        label_mode="int",
-        class_names=class_names,
-        image_size=image_size,
-        batch_size=None,
-        shuffle=False,
-        verbose=False,
-    )
-    names = list(ds.class_names)
-    images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        images.append(np.clip(np.round(x), 0, 255).astype(np.uint8))
-        labels.append(y)
+    if not path or not os.path.isdir(path):
+        raise UserError(f"image folder {path!r} does not exist")
+    try:
+        ds = keras.utils.image_dataset_from_directory(
+            path,
+            labels=labels,
+            label_mode="int" if labels else None,
+            class_names=class_names,
+            image_size=tuple(image_size),
+            batch_size=None,
+            shuffle=False,
+            verbose=False,
+        )
+    except ValueError as e:
+        if "No images found" in str(e):
+            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}") from None
+        raise UserError(f"cannot read images from {path}: {str(e).splitlines()[0]}") from None
+    images, targets = [], []
+    try:
+        for item in ds.as_numpy_iterator():
+            image, label = item if labels else (item, 0)
+            images.append(np.clip(np.round(image), 0, 255).astype(np.uint8))
+            targets.append(label)
+    except tf.errors.InvalidArgumentError as e:  # the files are decoded in order
+        raise UserError(
+            f"cannot read image {ds.file_paths[len(images)]}: {e.message.splitlines()[0]}"
+        ) from None
     if not images:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
-    return np.stack(images), np.asarray(labels, np.int32), names
+    return np.stack(images), np.asarray(targets, np.int32), list(ds.class_names or []) if labels else []
 
 
 def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0):
@@ -197,13 +227,13 @@ def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0):
         raise UserError(f"image folder {folder!r} does not exist")
     train_dir, test_dir = os.path.join(folder, "train"), os.path.join(folder, "test")
     if os.path.isdir(train_dir):
-        x_train, y_train, names = _read_folder(train_dir, image_size)
+        x_train, y_train, names = read_folder(train_dir, image_size)
         if os.path.isdir(test_dir):
-            x_test, y_test, _ = _read_folder(test_dir, image_size, class_names=names)
+            x_test, y_test, _ = read_folder(test_dir, image_size, class_names=names)
         else:
             x_train, y_train, x_test, y_test = _split(x_train, y_train, test_fraction, seed)
     else:
-        x, y, names = _read_folder(folder, image_size)
+        x, y, names = read_folder(folder, image_size)
         x_train, y_train, x_test, y_test = _split(x, y, test_fraction, seed)
     return DataSplits(
         train=_from_arrays(x_train, y_train),

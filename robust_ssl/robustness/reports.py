@@ -1,6 +1,6 @@
-"""Tables and figures of a robustness evaluation (`robust_ssl.evaluate`).
+"""The outputs of a robustness evaluation (`robust_ssl.robustness.evaluation`).
 
-`write_reports(result, output_dir, baseline=…)` writes
+`write_reports(result, output_dir, comparison=…, baseline=…)` writes
   robustness.csv        one row per (corruption, severity) cell + a clean row
   robustness.json       cells, clean, summary, settings (and the comparison)
   robustness.md         accuracy and ECE tables (corruption x severity), summary
@@ -11,12 +11,18 @@ Figures are drawn with matplotlib's object API on the Agg canvas, so nothing
 touches pyplot's global state or needs a display.
 """
 
+import csv
+import json
 import os
 
 import numpy as np
 
-from robust_ssl import evaluate
+from robust_ssl import figures, rundir
 from robust_ssl.data import cifar10c
+from robust_ssl.errors import UserError
+
+CLEAN = "clean"  # the corruption name of the clean row of robustness.csv
+DPI = 110  # of the heat map and the bar chart
 
 
 def _grid(result, key):
@@ -42,7 +48,7 @@ def markdown_table(result, comparison=None, title=None):
 
     Args:
       result: an `evaluate_robustness` results dict.
-      comparison: optional `evaluate.compare` dict (adds normalised and
+      comparison: optional `evaluation.compare` dict (adds normalised and
         relative CE columns and mCE lines).
       title: optional heading.
 
@@ -93,15 +99,6 @@ def markdown_table(result, comparison=None, title=None):
     return "\n".join(lines) + "\n"
 
 
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
     """Heat map of accuracy, corruptions (rows) x severities (columns), annotated.
 
@@ -109,7 +106,7 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
       The path written.
     """
     names, severities, acc = _grid(result, "accuracy")
-    figure = _figure(1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names))
+    figure = figures.new_figure((1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names)), DPI)
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(100 * acc, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     axes.set_xticks(range(len(severities)), [str(s) for s in severities])
@@ -132,8 +129,7 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
                 )
     figure.colorbar(image, ax=axes, fraction=0.05)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figures.save_png(figure, path, DPI)
 
 
 def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")):
@@ -151,14 +147,14 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
     names, _, _ = _grid(result, "accuracy")
     groups = ["clean", *names, "mean (15)", "mean (all)"]
-    figure = _figure(max(6.0, 0.36 * len(groups) + 1.5), 3.8)
+    figure = figures.new_figure((max(6.0, 0.36 * len(groups) + 1.5), 3.8), DPI)
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(runs)
     for r, (label, run) in enumerate(runs):
         _, _, acc = _grid(run, "accuracy")
         run_names, _, _ = _grid(run, "accuracy")
         per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
-        summary = run.get("summary") or evaluate.summarize(run)
+        summary = run["summary"]
         values = [summary.get("clean_accuracy")]
         values += [per.get(n) for n in names]
         values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
@@ -170,61 +166,82 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return figures.save_png(figure, path, DPI)
 
 
-def corruption_grid(images, path, seed=0, scale=3):
-    """A picture of every corruption at every severity (rows) for a few images.
+# --------------------------------------------------------------------------- results files
+CSV_FIELDS = ("corruption", "severity", "accuracy", "error", "ece", "nll", "num_images")
+
+
+def write_csv(result, path):
+    """One row per cell plus a "clean" row (severity 0) when scored."""
+    rows = ([{"corruption": CLEAN, "severity": 0, **result["clean"]}] if result.get("clean") else []) + list(
+        result["cells"]
+    )
+    return rundir.write_csv(path, rows, CSV_FIELDS)
+
+
+def write_json(result, path):
+    """The whole results dict (cells, clean, summary, settings, comparison)."""
+    return rundir.write_json(path, result)
+
+
+def read_results(path):
+    """Reads a robustness.json or robustness.csv that `write_reports` wrote.
 
     Args:
-      images: uint8 [K, 32, 32, 3] clean images (K small, e.g. 1..3).
-      path: PNG path.
-      seed: corruption seed.
-      scale: nearest-neighbour enlargement.
+      path: the file.
 
     Returns:
-      The path written.
+      dict with "cells", "clean" (None when not scored) and "settings" ({} from a CSV).
+
+    Raises:
+      UserError: no such file, or not one of these.
     """
-    from PIL import Image
+    if not os.path.exists(path):
+        raise UserError(f"results file {path} not found")
+    try:
+        if path.endswith(".json"):
+            with open(path) as f:
+                data = json.load(f)
+            return {
+                "cells": data["cells"],
+                "clean": data.get("clean"),
+                "settings": data.get("settings") or {},
+            }
+        cells, clean = [], None
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                cell = {
+                    "corruption": cifar10c.parse_corruptions(row["corruption"])[0]
+                    if row["corruption"] != CLEAN
+                    else CLEAN,
+                    "severity": int(row["severity"]),
+                    "accuracy": float(row["accuracy"]),
+                }
+                cell["error"] = float(row["error"]) if row.get("error") else 1.0 - cell["accuracy"]
+                for key in ("ece", "nll"):
+                    cell[key] = float(row[key]) if row.get(key) else None
+                if cell["corruption"] == CLEAN:
+                    clean = cell
+                else:
+                    cells.append(cell)
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read results from {path}: {type(e).__name__}: {e}") from None
+    return {"cells": cells, "clean": clean, "settings": {}}
 
-    from robust_ssl.data import corruptions
 
-    def pad(x):
-        return np.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=255)
-
-    rows = []
-    for name in cifar10c.ALL_CORRUPTIONS:
-        row = []
-        for k, image in enumerate(images):
-            batch = image[None]
-            row += [pad(image)] + [
-                pad(corruptions.corrupt(batch, name, s, seed, start_index=k)[0]) for s in cifar10c.SEVERITIES
-            ]
-            row.append(np.full((34, 6, 3), 255, np.uint8))
-        rows.append(np.concatenate(row, axis=1))
-    grid = np.concatenate(rows, axis=0)
-    picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-    # Row labels on a white margin.
-    from PIL import ImageDraw
-
-    margin = 130
-    canvas = Image.new("RGB", (picture.width + margin, picture.height), "white")
-    canvas.paste(picture, (margin, 0))
-    draw = ImageDraw.Draw(canvas)
-    for i, name in enumerate(cifar10c.ALL_CORRUPTIONS):
-        draw.text((4, i * 34 * scale + 34 * scale // 2 - 5), name, fill="black")
-    canvas.save(path)
-    return path
-
-
-def write_reports(result, output_dir, baseline=None, labels=("this run", "baseline"), title=None):
+def write_reports(
+    result, output_dir, comparison=None, baseline=None, labels=("this run", "baseline"), title=None
+):
     """Writes CSV, JSON, markdown, heat map and bar chart of an evaluation.
 
     Args:
-      result: an `evaluate_robustness` results dict.
+      result: an `evaluate_robustness` results dict (with its "summary").
       output_dir: directory (created).
-      baseline: optional results dict of another run; adds `result["comparison"]`.
+      comparison: optional `evaluation.compare` dict against a baseline; it
+        goes into the JSON (`result["comparison"]`) and the markdown.
+      baseline: optional results dict of that baseline (drawn in the bar chart).
       labels: names of this run and the baseline in the figures.
       title: heading of the markdown file.
 
@@ -232,19 +249,13 @@ def write_reports(result, output_dir, baseline=None, labels=("this run", "baseli
       dict kind -> path (csv, json, markdown, heatmap, comparison).
     """
     os.makedirs(output_dir, exist_ok=True)
-    comparison = evaluate.compare(result, baseline) if baseline else None
     if comparison:
         result = {**result, "comparison": comparison}
-    paths = {
-        "csv": evaluate.write_csv(result, os.path.join(output_dir, "robustness.csv")),
-        "json": evaluate.write_json(result, os.path.join(output_dir, "robustness.json")),
+    path = {kind: os.path.join(output_dir, name) for kind, name in rundir.ROBUSTNESS_FILES.items()}
+    return {
+        "csv": write_csv(result, path["csv"]),
+        "json": write_json(result, path["json"]),
+        "markdown": rundir.write_text(path["markdown"], markdown_table(result, comparison, title)),
+        "heatmap": plot_heatmap(result, path["heatmap"]),
+        "comparison": plot_comparison(result, path["comparison"], baseline, labels),
     }
-    markdown = os.path.join(output_dir, "robustness.md")
-    with open(markdown, "w") as f:
-        f.write(markdown_table(result, comparison, title))
-    paths["markdown"] = markdown
-    paths["heatmap"] = plot_heatmap(result, os.path.join(output_dir, "heatmap.png"))
-    paths["comparison"] = plot_comparison(
-        result, os.path.join(output_dir, "comparison.png"), baseline, labels
-    )
-    return paths

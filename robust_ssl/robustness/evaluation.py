@@ -27,19 +27,17 @@ accuracy and of generated corruptions) when the run's clean test set is
 tfds cifar10. Without a meta_validation.json the paper's P = 100 is assumed.
 """
 
-import csv
 import dataclasses
-import json
-import math
 import os
 
 import numpy as np
 
+from robust_ssl import rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
+from robust_ssl.robustness import reports
 
 NUM_BINS = 15
-CLEAN = "clean"
 GENERATE = "generate"
 TFDS = "tfds"
 # meta_validation.json sources that draw on the training set only.
@@ -61,23 +59,6 @@ class Exclusion:
     per_block: int = 0
     clean_skip: int = 0
     note: str = ""
-
-
-def read_json(path):
-    """Reads a JSON file; a missing or broken file is one `UserError` line."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-
-
-def load_meta_validation(run_dir):
-    """Reads <run_dir>/meta_validation.json; None when the run has none."""
-    if not run_dir:
-        return None
-    path = os.path.join(run_dir, "meta_validation.json")
-    return read_json(path) if os.path.exists(path) else None
 
 
 def _is_cifar10_test(data_config):
@@ -540,151 +521,40 @@ def compare(result, baseline):
     }
 
 
-# --------------------------------------------------------------------------- files
-CSV_FIELDS = ("corruption", "severity", "accuracy", "error", "ece", "nll", "num_images")
-
-
-def write_csv(result, path):
-    """One row per cell plus a "clean" row (severity 0) when scored."""
-    rows = ([{"corruption": CLEAN, "severity": 0, **result["clean"]}] if result.get("clean") else []) + list(
-        result["cells"]
-    )
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def write_json(result, path):
-    """The whole results dict (cells, clean, summary, settings, comparison)."""
-
-    def clean_floats(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean_floats(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean_floats(v) for v in value]
-        return value
-
-    with open(path + ".tmp", "w") as f:
-        json.dump(clean_floats(result), f, indent=2)
-    os.replace(path + ".tmp", path)
-    return path
-
-
+# --------------------------------------------------------------------------- results files
 def load_results(path):
     """Reads the results of another run, to compare against.
 
     Args:
-      path: a robustness.json or robustness.csv written by this module, or a
-        directory holding one (an evaluation output directory, or a run
+      path: a robustness.json or robustness.csv (`reports.write_reports`), or
+        a directory holding one (an evaluation output directory, or a run
         workdir with robustness/ inside).
 
     Returns:
-      A results dict with "cells", "clean" and "summary".
+      A results dict with "cells", "clean", "settings" (JSON only) and "summary".
 
     Raises:
       UserError: nothing readable there.
     """
     if os.path.isdir(path):
-        for candidate in ("robustness.json", "robustness.csv", "robustness/robustness.json"):
-            if os.path.exists(os.path.join(path, candidate)):
-                return load_results(os.path.join(path, candidate))
-        raise UserError(f"{path} holds no robustness.json or robustness.csv")
-    if not os.path.exists(path):
+        found = rundir.robustness_results(path)
+        if found is None:
+            raise UserError(f"{path} holds no {rundir.ROBUSTNESS_JSON} or {rundir.ROBUSTNESS_CSV}")
+        path = found
+    elif not os.path.exists(path):
         raise UserError(f"baseline results {path} not found")
-    try:
-        if path.endswith(".json"):
-            with open(path) as f:
-                data = json.load(f)
-            cells, clean = data["cells"], data.get("clean")
-        else:
-            cells, clean = [], None
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    cell = {
-                        "corruption": cifar10c.parse_corruptions(row["corruption"])[0]
-                        if row["corruption"] != CLEAN
-                        else CLEAN,
-                        "severity": int(row["severity"]),
-                        "accuracy": float(row["accuracy"]),
-                    }
-                    cell["error"] = float(row["error"]) if row.get("error") else 1.0 - cell["accuracy"]
-                    for key in ("ece", "nll"):
-                        cell[key] = float(row[key]) if row.get(key) else None
-                    if cell["corruption"] == CLEAN:
-                        clean = cell
-                    else:
-                        cells.append(cell)
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read results from {path}: {type(e).__name__}: {e}") from None
-    result = {"cells": cells, "clean": clean}
+    result = reports.read_results(path)
     result["summary"] = summarize(result)
     return result
 
 
 # --------------------------------------------------------------------------- a run, end to end
-def run_dir_of(workdir=None, checkpoint=None):
-    """The training-run directory that holds config.json and meta_validation.json.
-
-    Args:
-      workdir: a run's workdir (wins when given).
-      checkpoint: a .keras file; its run is its directory, or the parent of a
-        `checkpoints/` directory.
-
-    Returns:
-      The directory, or None.
-    """
-    if workdir:
-        return workdir
-    if checkpoint:
-        parent = os.path.dirname(os.path.abspath(checkpoint))
-        return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else parent
-    return None
-
-
-def load_run_config(run_dir):
-    """The run's `config.json` as an ml_collections ConfigDict, or None."""
-    path = os.path.join(run_dir, "config.json") if run_dir else None
-    if not path or not os.path.exists(path):
-        return None
-    import ml_collections
-
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def load_keras_model(path):
-    """Loads a RobustSSLModel (or any Keras model) from a .keras file, no optimiser."""
-    import keras
-
-    import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for deserialisation)
-
-    if not os.path.isfile(path):
-        raise UserError(f"model file {path} not found")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, TypeError) as e:
-        raise UserError(
-            f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-
-
-def _model_path(workdir):
-    from robust_ssl.export import resolve_model_path
-
-    return resolve_model_path(workdir)
-
-
 def _label(path):
     """A short name of a run for legends: its directory, not robustness/ or a file."""
     path = os.path.abspath(path)
     if os.path.isfile(path):
         path = os.path.dirname(path)
-    if os.path.basename(path) == "robustness":
+    if os.path.basename(path) == rundir.ROBUSTNESS:
         path = os.path.dirname(path)
     return os.path.basename(path) or path
 
@@ -744,9 +614,9 @@ def evaluate_run(
     if workdir and not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir} does not exist")
     kind = _source_kind(cifar10c_source)
-    run_dir = run_dir_of(workdir, checkpoint)
-    config = load_run_config(run_dir)
-    record = load_meta_validation(run_dir)
+    run_dir = rundir.run_dir_of(workdir, checkpoint)
+    config = rundir.read_config(run_dir)
+    record = rundir.read_meta_validation(run_dir)
     if record is None:
         log(f"warning: no meta_validation.json in {run_dir or 'any run directory'}; see the leak-guard note")
     # Refuse a leak before the (slow) model and data loading.
@@ -757,9 +627,8 @@ def evaluate_run(
         model = make_predictor(load_saved_model(saved_model), batch_size)
         model_name = saved_model
     else:
-        path = checkpoint or _model_path(workdir)
-        model = load_keras_model(path)
-        model_name = path
+        model_name = rundir.model_path(checkpoint or workdir)
+        model = rundir.load_model(model_name, robust_ssl_only=False)
 
     clean = None
     if config is not None:
@@ -800,14 +669,17 @@ def evaluate_run(
     if not output_dir:
         if not run_dir:
             raise UserError("pass --output_dir (no run directory to write into)")
-        output_dir = os.path.join(run_dir, "robustness")
-    from robust_ssl import report
-
+        output_dir = os.path.join(run_dir, rundir.ROBUSTNESS)
     name = _label(run_dir or saved_model)
     base_name = _label(baseline) if baseline else "baseline"
     if base_name == name:
         base_name += " (baseline)"
-    paths = report.write_reports(
-        result, output_dir, baseline_result, labels=(name, base_name), title=f"Robustness of {name}"
+    paths = reports.write_reports(
+        result,
+        output_dir,
+        comparison=compare(result, baseline_result) if baseline_result else None,
+        baseline=baseline_result,
+        labels=(name, base_name),
+        title=f"Robustness of {name}",
     )
     return result, paths

@@ -1,7 +1,9 @@
 """Benchmarks of the training step and of the input pipeline (`robust-ssl benchmark`).
 
 A *mode* is one way of training (baseline, fixed λ, AutoML fast or naive, …; see
-`MODES`). For each mode a model is built as `robust_ssl.train.build_model` builds
+`MODES`) with one of the task sets of `task_set`: none, the paper's four tasks
+(those of the packaged `automl4` config), the first of them, or every
+registered task. For each mode a model is built as `robust_ssl.train.build_model` builds
 it for training, and the train function `fit` runs (`model.make_train_function()`:
 the host picks each step's kind and runs that kind's compiled step; with
 `jit_compile` XLA compiles its computations) is timed on one
@@ -18,7 +20,7 @@ steps, with the AutoML meta step active from step 0. Per mode the benchmark repo
   batch (amortised by k). Recomputation (the naive path's second forward) is
   not counted: the figure is the rate of useful work, comparable across modes.
 - GFLOP per step and achieved GFLOP/s: FLOPs are counted from the graph of the
-  traced step with TensorFlow's per-op FLOP statistics (the
+  traced step (`robust_ssl.bench.flops`) with TensorFlow's per-op FLOP statistics (the
   `RegisterStatistics("flops")` functions that `tf.compat.v1.profiler` with
   `ProfileOptionBuilder.float_operation()` sums), including the bodies of
   called functions and `tf.cond` branches, which the profiler on the outer
@@ -47,6 +49,7 @@ backward, `model.lambda_gradient`) to show what bounds it.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -58,12 +61,39 @@ import sys
 import tempfile
 import time
 
+from robust_ssl import configs
+from robust_ssl.bench.flops import count_flops
 from robust_ssl.errors import UserError
 
-FOUR_TASKS = ("rotation", "color", "ir", "bir")
-SEVEN_TASKS = ("rotation", "color", "ir", "bir", "inpaint", "rgb", "jigsaw")
-# --mixed_precision -> the precision `robust_ssl.train._set_precision` takes.
+# --mixed_precision -> the precision `robust_ssl.train.set_precision` takes.
 MIXED_PRECISION = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+# The task sets of the modes, by what they are rather than by task names: the
+# paper's four tasks are those of the packaged config PAPER_CONFIG (Fig. 2),
+# one task is the first of them, all tasks every registered one.
+PAPER_CONFIG = "automl4"
+NO_TASKS, ONE_TASK, PAPER_TASKS, ALL_TASKS = "none", "one", "paper", "all"
+
+
+@functools.cache
+def task_set(kind):
+    """The task names of a task set.
+
+    Args:
+      kind: NO_TASKS; PAPER_TASKS, the `tasks` of the PAPER_CONFIG config;
+        ONE_TASK, the first of those; ALL_TASKS, `robust_ssl.tasks.TASKS`.
+
+    Returns:
+      A tuple of task names.
+    """
+    if kind == NO_TASKS:
+        return ()
+    from robust_ssl.tasks import TASKS, parse_task_names
+
+    if kind == ALL_TASKS:
+        return tuple(TASKS)
+    paper = parse_task_names(configs.load(PAPER_CONFIG).tasks)
+    return {PAPER_TASKS: paper, ONE_TASK: paper[:1]}[kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,19 +102,29 @@ class Mode:
 
     Attributes:
       name: key in `MODES`.
-      description: one line for the table.
-      tasks: self-supervision task names.
+      text: one line for the table; "{tasks}" stands for the task names.
+      task_set: which tasks (see `task_set`).
       automl: None (fixed λ), "fast" or "naive".
       meta_every: meta step every k-th step; None = the `--meta_every` setting.
       jit_compile: XLA; None = the `--jit_compile` setting.
     """
 
     name: str
-    description: str
-    tasks: tuple = ()
+    text: str
+    task_set: str = NO_TASKS
     automl: str | None = None
     meta_every: int | None = None
     jit_compile: bool | None = None
+
+    @property
+    def tasks(self):
+        """The self-supervision task names."""
+        return task_set(self.task_set)
+
+    @property
+    def description(self):
+        """`text` with the task names."""
+        return self.text.format(tasks="+".join(self.tasks))
 
 
 MODES = {
@@ -93,14 +133,14 @@ MODES = {
         Mode("baseline", "no self-supervision"),
         Mode("baseline_xla", "no self-supervision, XLA", jit_compile=True),
         Mode("baseline_noxla", "no self-supervision, no XLA", jit_compile=False),
-        Mode("fixed_rotation", "fixed λ, rotation", ("rotation",)),
-        Mode("fixed4", "fixed λ, rotation+color+ir+bir", FOUR_TASKS),
-        Mode("fixed4_xla", "fixed λ, four tasks, XLA", FOUR_TASKS, jit_compile=True),
-        Mode("fixed7", "fixed λ, all seven tasks", SEVEN_TASKS),
-        Mode("automl4_fast", "AutoML fast, four tasks", FOUR_TASKS, "fast"),
-        Mode("automl4_fast_every4", "AutoML fast, four tasks, meta every 4th step", FOUR_TASKS, "fast", 4),
-        Mode("automl4_naive", "AutoML naive (Algorithm 1), four tasks", FOUR_TASKS, "naive"),
-        Mode("automl7_fast", "AutoML fast, all seven tasks", SEVEN_TASKS, "fast"),
+        Mode("fixed_rotation", "fixed λ, {tasks}", ONE_TASK),
+        Mode("fixed4", "fixed λ, {tasks}", PAPER_TASKS),
+        Mode("fixed4_xla", "fixed λ, {tasks}, XLA", PAPER_TASKS, jit_compile=True),
+        Mode("fixed7", "fixed λ, all tasks: {tasks}", ALL_TASKS),
+        Mode("automl4_fast", "AutoML fast, {tasks}", PAPER_TASKS, "fast"),
+        Mode("automl4_fast_every4", "AutoML fast, {tasks}, meta every 4th step", PAPER_TASKS, "fast", 4),
+        Mode("automl4_naive", "AutoML naive (Algorithm 1), {tasks}", PAPER_TASKS, "naive"),
+        Mode("automl7_fast", "AutoML fast, all tasks: {tasks}", ALL_TASKS, "fast"),
     )
 }
 DEFAULT_MODES = ("baseline", "fixed_rotation", "fixed4", "automl4_fast", "automl4_naive", "automl7_fast")
@@ -280,111 +320,6 @@ def trunk_images(batch, tasks):
     return total
 
 
-# ------------------------------------------------------------------- FLOPs
-def _function_graphs(graph, found=None):
-    """name -> FuncGraph of every function a traced graph defines (recursively)."""
-    found = {} if found is None else found
-    for name, function in getattr(graph, "_functions", {}).items():
-        sub = getattr(function, "graph", None)
-        if sub is not None and name not in found:
-            found[name] = sub
-            _function_graphs(sub, found)
-    return found
-
-
-def _live_ops(graph):
-    """Ops whose results reach the graph's outputs or a side effect.
-
-    The gradient tape also emits ops whose results nothing uses (e.g. the
-    gradients toward activations that the outer tape of the naive
-    hypergradient records but λ does not need); TensorFlow's graph optimiser
-    prunes them before running, so they must not be counted.
-    """
-    roots = [t.op for t in graph.outputs]
-    roots += list(getattr(graph, "control_outputs", []))
-    roots += [op for op in graph.get_operations() if op.op_def is not None and op.op_def.is_stateful]
-    live, stack = set(), list(roots)
-    while stack:
-        op = stack.pop()
-        if op.name in live:
-            continue
-        live.add(op.name)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return live
-
-
-# Ops that run a function: op type -> (attribute naming the function run when
-# `take_then`, the one run otherwise); a call runs the same function either way.
-_FUNCTION_ATTRS = {
-    "If": ("then_branch", "else_branch"),
-    "StatelessIf": ("then_branch", "else_branch"),
-    "PartitionedCall": ("f", "f"),
-    "StatefulPartitionedCall": ("f", "f"),
-}
-
-
-def _op_flops(graph, op):
-    """FLOPs of one op by TF's registered statistics (0 if none); None if a shape is unknown."""
-    from tensorflow.python.framework import ops as tf_ops
-
-    try:
-        return int(tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0)
-    except (ValueError, TypeError):  # a shape not fully known
-        return None
-
-
-def _graph_flops(graph, functions, take_then, tally, prune):
-    live = _live_ops(graph) if prune else None
-    for op in graph.get_operations():
-        if live is not None and op.name not in live:
-            tally["pruned"] += _op_flops(graph, op) or 0
-            continue
-        if op.type in _FUNCTION_ATTRS:
-            name = op.get_attr(_FUNCTION_ATTRS[op.type][0 if take_then else 1]).name
-            if name in functions:
-                _graph_flops(functions[name], functions, take_then, tally, prune)
-            else:
-                tally["unresolved_functions"] += 1
-            continue
-        if op.type in ("While", "StatelessWhile"):
-            tally["unresolved_functions"] += 1  # trip count unknown statically
-            continue
-        value = _op_flops(graph, op)
-        if value is None:
-            tally["ops_without_shape"] += 1
-        elif value:
-            kind = "conv_matmul" if ("Conv" in op.type or "MatMul" in op.type) else "other"
-            tally[kind] += value
-
-
-def count_flops(graph, take_then=True, prune=True):
-    """FLOPs of one execution of a traced graph, by TF's per-op FLOP statistics.
-
-    Sums `tf_ops.get_stats_for_node_def(graph, node, "flops")` — what
-    `tf.compat.v1.profiler.profile(graph, options=float_operation())` sums — over
-    the graph's ops and, unlike the profiler, over the bodies of `tf.cond`
-    branches and function calls. `take_then` picks which branch of every cond
-    runs (in `train_step`: True = the meta step, False = the plain step; the
-    asserts' conds cost nothing either way). With `prune`, ops whose results
-    reach neither an output nor a side effect are left out, as TensorFlow's
-    graph optimiser removes them before running (their FLOPs go to "pruned").
-
-    Args:
-      graph: a `FuncGraph`, e.g. `tf.function(f).get_concrete_function(x).graph`.
-      take_then: follow the then-branch of conds (else the else-branch).
-      prune: leave out dead ops.
-
-    Returns:
-      dict: total, conv_matmul, other and pruned (FLOPs), ops_without_shape and
-      unresolved_functions (counts of ops that could not be costed).
-    """
-    tally = {"conv_matmul": 0, "other": 0, "pruned": 0, "ops_without_shape": 0, "unresolved_functions": 0}
-    _graph_flops(graph, _function_graphs(graph), take_then, tally, prune)
-    tally["total"] = tally["conv_matmul"] + tally["other"]
-    return tally
-
-
 # ------------------------------------------------------------ building blocks
 def _base_config(config_dict):
     import ml_collections
@@ -461,7 +396,7 @@ def _build(mode_name, settings, config_dict):
     from robust_ssl import train
 
     mode = MODES[mode_name]
-    train._set_precision(MIXED_PRECISION[settings.mixed_precision])
+    train.set_precision(MIXED_PRECISION[settings.mixed_precision])
     config = mode_config(_base_config(config_dict), mode, settings)
     keras.utils.set_random_seed(settings.seed)
     model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
@@ -847,7 +782,9 @@ def run_breakdown(mode_name, settings, config_dict):
 
 # ------------------------------------------------------------- subprocesses
 def _package_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import robust_ssl
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(robust_ssl.__file__)))
 
 
 def _in_subprocess(job):
@@ -861,7 +798,7 @@ def _in_subprocess(job):
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("KERAS_BACKEND", "tensorflow")
         proc = subprocess.run(
-            [sys.executable, "-m", "robust_ssl.benchmark", job_path, out_path],
+            [sys.executable, "-m", "robust_ssl.bench.benchmark", job_path, out_path],
             capture_output=True,
             text=True,
             env=env,
@@ -1173,7 +1110,8 @@ def markdown(results):
     lines += [
         "",
         "FLOPs: " + results["flop_count"] + ". Trunk images count each task's inputs once "
-        "(rotation 'all' 3B, colour/BIR/inpaint/RGB/jigsaw B, IR 0, plus the meta batch on meta steps). "
+        "(n·B for n images per example, 0 for a task that reuses the clean forward), plus the meta "
+        "batch on meta steps. "
         "CPU share: the process's CPU time over the timed steps / (their wall time × cores); well "
         "below 100% means other processes took cores and the times are inflated. Load: the 1-minute "
         "load average, this benchmark's own threads included.",
@@ -1191,14 +1129,12 @@ def write_report(results, output_dir):
     Returns:
       (json path, markdown path, the markdown text).
     """
+    from robust_ssl import rundir
+
     os.makedirs(output_dir, exist_ok=True)
-    json_path = os.path.join(output_dir, "benchmark.json")
-    md_path = os.path.join(output_dir, "benchmark.md")
     text = markdown(results)
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=2)
-    with open(md_path, "w") as f:
-        f.write(text)
+    json_path = rundir.write_json(os.path.join(output_dir, "benchmark.json"), results)
+    md_path = rundir.write_text(os.path.join(output_dir, "benchmark.md"), text)
     return json_path, md_path, text
 
 
