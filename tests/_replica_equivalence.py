@@ -29,21 +29,21 @@ def set_precision(name):
 
 from conftest import tiny_config  # noqa: E402  (tests/ is this script's sys.path[0])
 
-from robust_ssl.model import RobustSSLModel  # noqa: E402
+from robust_ssl import steps  # noqa: E402
 from robust_ssl.train import train_and_evaluate  # noqa: E402
 
 XLA_COMPILED = set()  # names of the step's computations XLA compiled
-_xla = RobustSSLModel._xla
+_compiled = steps.compiled
 
 
-def _recording_xla(self, fn):
-    compiled = _xla(self, fn)
-    if compiled is not fn:
+def _recording_compiled(model, fn):
+    compiled = _compiled(model, fn)
+    if isinstance(compiled, tf.types.experimental.PolymorphicFunction):
         XLA_COMPILED.add(fn.__name__)
     return compiled
 
 
-RobustSSLModel._xla = _recording_xla
+steps.compiled = _recording_compiled
 
 
 def run(distribute, steps, automl, precision, jit_compile=False, sync_batch_norm=True):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robust_ssl import adaptation
 from robust_ssl.errors import UserError
 from robust_ssl.model import RobustSSLModel
+from robust_ssl.robustness import adaptation
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import types
 import pytest
 from conftest import REPO, tiny_config
 
-from robust_ssl import distribute
+from robust_ssl import distribute, steps
 from robust_ssl.errors import ConfigError
 from robust_ssl.model import RobustSSLModel
 
@@ -56,9 +56,9 @@ def test_xla_and_bfloat16_work_under_mirrored_strategy():
     for r in (exact, bf16):
         assert r["replicas"] == [2, 2] and r["steps"] == [2, 2] and r["finite"], r
         assert r["xla_compiled"] == [
-            "_fixed_gradients",
-            "_local_hypergradient",
-            "_local_per_task_gradients",
+            "fixed_gradients",
+            "local_hypergradient",
+            "local_per_task_gradients",
         ], r
         assert r["lambda_moved"] > 1e-4, r
     assert exact["weights"] < 1e-10 and exact["lambdas"] < 1e-12, exact
@@ -78,9 +78,9 @@ def test_sync_batch_norm_with_xla_under_replicas_is_refused(monkeypatch):
     # The model refuses it too, where it is built outside the config path.
     model = RobustSSLModel(depth=10, width=1, tasks=("rotation",), sync_batch_norm=True)
     model.compile(optimizer="sgd", jit_compile=True)
-    monkeypatch.setattr(model, "_num_replicas", lambda: 2)
+    monkeypatch.setattr(steps.Replicas, "count", staticmethod(lambda: 2))
     with pytest.raises(ConfigError, match="turn off train.jit_compile"):
-        model._xla(model._fixed_gradients)
+        steps.compiled(model, steps.fixed_gradients)
 
 
 def test_batch_sizes_must_divide_by_replicas():

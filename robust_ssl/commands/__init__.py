@@ -12,6 +12,7 @@ COMMANDS = {
     "export": ("export", "export a run's classifier as a versioned SavedModel for TF Serving"),
     "tune": ("tune", "search fixed λ with keras-tuner; writes best_config.py"),
     "compare": ("compare", "compare runs and searches: λ, device-hours, clean and corruption accuracy"),
+    "study": ("study", "train several recipes under one budget and compare their robustness"),
     "benchmark": ("benchmark", "time training steps per mode and the input pipeline"),
     "show-tasks": ("show_tasks", "draw what each self-supervision task sees (Fig. 1) into a PNG"),
     "plot-lambdas": ("plot_lambdas", "plot λ of each task against the training step (Fig. 2b)"),
