@@ -14,6 +14,13 @@ Signatures (tag set "serve"):
                        classes int64 [N], class_names string [N]
   serving_float     images: float32 [N, H, W, 3] in [0, 1] -> the same outputs
   labels            no input -> labels string [C] (class index -> name)
+  serving_batch_stats  (with_batch_stats only) images: uint8 [N, H, W, 3] -> the
+                    outputs of serving_default, with batch norm normalising by
+                    the request batch's own statistics (test-time adaptation
+                    "bn"). Caveat: each image's prediction then depends on the
+                    other images of the request and on its size; send batches
+                    of many images from one distribution (e.g. 100+ images of
+                    one camera), never single images.
   ssl_heads         (with_ssl_heads only) images: uint8 [N, H, W, 3] -> for each
                     self-supervision task T the model has whose head
                     classifies a transformation (`Task.probe_classes`;
@@ -57,6 +64,7 @@ from robust_ssl.errors import UserError
 
 SERVING_DEFAULT = "serving_default"
 SERVING_FLOAT = "serving_float"
+SERVING_BATCH_STATS = "serving_batch_stats"
 LABELS = "labels"
 SSL_HEADS = "ssl_heads"
 LABELS_FILE = "labels.txt"
@@ -132,7 +140,7 @@ def _check_shape(images, spec):
         return tf.identity(images)
 
 
-def build_serving_module(model, labels_path, with_ssl_heads=False):
+def build_serving_module(model, labels_path, with_ssl_heads=False, with_batch_stats=False):
     """Builds the `tf.Module` that `tf.saved_model.save` writes.
 
     The module tracks only the variables its functions use (trunk, main head
@@ -144,6 +152,7 @@ def build_serving_module(model, labels_path, with_ssl_heads=False):
       model: a `RobustSSLModel`.
       labels_path: a text file with one class name per line (becomes an asset).
       with_ssl_heads: add the `ssl_heads` signature.
+      with_batch_stats: add the `serving_batch_stats` signature.
 
     Returns:
       (module, signatures dict name -> concrete function).
@@ -181,8 +190,19 @@ def build_serving_module(model, labels_path, with_ssl_heads=False):
     )
     table = module.labels_table
 
-    def classify(images):
-        logits = classifier(trunk(images, training=False), training=False)
+    def classify(images, batch_stats=False):
+        if batch_stats:
+            # The batch's own moments; stateless, so serving never moves the
+            # moving averages.
+            features, _ = trunk.stateless_call(
+                [v.value for v in trunk.trainable_variables],
+                [v.value for v in trunk.non_trainable_variables],
+                images,
+                training=True,
+            )
+        else:
+            features = trunk(images, training=False)
+        logits = classifier(features, training=False)
         logits = tf.cast(logits, tf.float32)
         classes = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
@@ -215,6 +235,13 @@ def build_serving_module(model, labels_path, with_ssl_heads=False):
         SERVING_FLOAT: module.serve_float.get_concrete_function(),
         LABELS: module.labels.get_concrete_function(),
     }
+    if with_batch_stats:
+
+        def serve_batch_stats(images):
+            return classify(scale(_check_shape(images, uint8_spec)), batch_stats=True)
+
+        module.serve_batch_stats = tf.function(serve_batch_stats, input_signature=[uint8_spec])
+        signatures[SERVING_BATCH_STATS] = module.serve_batch_stats.get_concrete_function()
     if probes:
 
         def ssl_heads(images):
@@ -265,7 +292,9 @@ def _check_version(version):
 
 
 # ------------------------------------------------------------------ export
-def export_saved_model(model_or_path, export_dir, version=None, with_ssl_heads=False, overwrite=False):
+def export_saved_model(
+    model_or_path, export_dir, version=None, with_ssl_heads=False, overwrite=False, with_batch_stats=False
+):
     """Writes a versioned SavedModel of the classifier for TF Serving.
 
     The SavedModel is written into a temporary directory inside `export_dir`
@@ -278,6 +307,8 @@ def export_saved_model(model_or_path, export_dir, version=None, with_ssl_heads=F
       export_dir: the model's base directory for TF Serving.
       version: positive integer version; default: max existing + 1 (1 at first).
       with_ssl_heads: add the `ssl_heads` signature (see the module docstring).
+      with_batch_stats: add the `serving_batch_stats` signature (see the module
+        docstring for its caveat).
       overwrite: replace an existing version instead of refusing.
 
     Returns:
@@ -306,7 +337,7 @@ def export_saved_model(model_or_path, export_dir, version=None, with_ssl_heads=F
         os.makedirs(labels_dir)
         labels_path = os.path.join(labels_dir, LABELS_FILE)
         rundir.write_text(labels_path, "\n".join(names) + "\n")
-        module, signatures = build_serving_module(model, labels_path, with_ssl_heads)
+        module, signatures = build_serving_module(model, labels_path, with_ssl_heads, with_batch_stats)
         staged = os.path.join(tmp, "saved_model")
         tf.saved_model.save(module, staged, signatures=signatures)
         _move_into_place(staged, target, overwrite)

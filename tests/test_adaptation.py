@@ -1,5 +1,7 @@
 """Test-time adaptation: each mode against an independent computation, resets, no leaks."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -137,3 +139,83 @@ def test_parse_modes():
     assert adaptation.parse_modes("none,bn,tent") == ("none", "bn", "tent")
     with pytest.raises(UserError, match="unknown adaptation"):
         adaptation.parse_modes("none,tta")
+
+
+# ---------------------------------------------------------------- in the robustness evaluation
+@pytest.fixture(scope="module")
+def rotation_run(tmp_path_factory):
+    from conftest import tiny_config
+
+    from robust_ssl.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("rotation_run")
+    train_and_evaluate(tiny_config("rotation", **{"train.epochs": 1, "data.num_test": 48}), str(workdir))
+    return str(workdir)
+
+
+def test_evaluation_without_adapt_is_unchanged_and_none_mode_equals_it(rotation_run, tmp_path):
+    from robust_ssl.robustness import evaluation
+
+    kwargs = dict(
+        workdir=rotation_run,
+        corruptions=("fog", "gaussian_noise"),
+        severities=(1, 5),
+        progress=False,
+        log=lambda _: None,
+    )
+    plain, _ = evaluation.evaluate_run("generate", output_dir=str(tmp_path / "a"), **kwargs)
+    assert "modes" not in plain and "adaptation" not in plain
+    adapted, paths = evaluation.evaluate_run(
+        "generate",
+        output_dir=str(tmp_path / "b"),
+        adapt=("none", "bn", "tent", "ttt"),
+        adapt_settings=adaptation.Settings(batch_size=16, ttt_steps=1),
+        **kwargs,
+    )
+    # Mode "none" is the model as it is (other batches: float round-off only).
+    for a, b in zip(
+        adapted["modes"]["none"]["cells"] + [adapted["modes"]["none"]["clean"]],
+        plain["cells"] + [plain["clean"]],
+    ):
+        assert a["accuracy"] == b["accuracy"] and a["ece"] == pytest.approx(b["ece"], abs=1e-6)
+    summary = adapted["adaptation"]
+    assert set(summary) == {"none", "bn", "tent", "ttt"}
+    assert summary["none"]["gain"]["mean_accuracy_all"] == 0.0
+    assert set(summary["bn"]["severity_means"]) == {"1", "5"}
+    assert all(v["seconds_per_image"] > 0 for v in summary.values())
+    text = open(paths["markdown"]).read()
+    assert "## Test-time adaptation" in text and "| tent |" in text
+    import csv
+
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["mode"] for r in rows} == {"none", "bn", "tent", "ttt"} and len(rows) == 4 * 5
+    assert os.path.exists(paths["heatmap_bn"]) and os.path.exists(paths["comparison"])
+
+
+def test_ttt_is_refused_in_one_line_for_a_run_without_the_heads(tmp_path):
+    from conftest import run_cli, tiny_config
+
+    from robust_ssl.train import train_and_evaluate
+
+    workdir = tmp_path / "ir_run"
+    train_and_evaluate(tiny_config("ir", **{"train.epochs": 1}), str(workdir))
+    result = run_cli(
+        "evaluate", f"--workdir={workdir}", "--cifar10c=generate", "--adapt=none,ttt", timeout=300
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --adapt=ttt needs a run trained with")
+    assert "Traceback" not in result.stderr
+
+
+def test_exported_batch_stats_signature_equals_bn_mode(model, tmp_path):
+    from robust_ssl import export
+
+    path = export.export_saved_model(model, str(tmp_path / "export"), with_batch_stats=True)
+    loaded = tf.saved_model.load(path)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    served = loaded.signatures["serving_batch_stats"](images=tf.constant(pixels))["logits"].numpy()
+    expected = adaptation.Adapter(model, "bn").predict(pixels.astype(np.float32) / 255.0)
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    plain = loaded.signatures["serving_default"](images=tf.constant(pixels))["logits"].numpy()
+    np.testing.assert_allclose(plain, model(pixels.astype(np.float32) / 255.0, training=False), atol=1e-4)

@@ -2,6 +2,7 @@ r"""Exports a trained robust_ssl classifier as a versioned SavedModel for TF Ser
 
   robust-ssl export --workdir=runs/smoke --export_dir=exports/robust_ssl
   robust-ssl export --workdir=runs/rot --export_dir=exports/rot --with_ssl_heads
+  robust-ssl export --workdir=runs/rot --export_dir=exports/rot --with_batch_stats
   robust-ssl export --workdir=runs/rot --export_dir=exports/rot --version=1 --overwrite
 
 The model is <workdir>/model.keras, else the newest <workdir>/checkpoints/epoch_NNN.keras
@@ -24,6 +25,11 @@ _VERSION = flags.DEFINE_integer(
 _WITH_SSL_HEADS = flags.DEFINE_bool(
     "with_ssl_heads", False, "Add the `ssl_heads` signature (rotation, rgb, jigsaw heads)."
 )
+_WITH_BATCH_STATS = flags.DEFINE_bool(
+    "with_batch_stats",
+    False,
+    "Add `serving_batch_stats`: batch norm with the request batch's statistics (send many images per request).",
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 _VERIFY = flags.DEFINE_bool(
     "verify", True, "Reload the export and compare its probabilities with the Keras model's."
@@ -43,6 +49,7 @@ def main(argv):
             version=_VERSION.value,
             with_ssl_heads=_WITH_SSL_HEADS.value,
             overwrite=_OVERWRITE.value,
+            with_batch_stats=_WITH_BATCH_STATS.value,
         )
     print(f"exported version {os.path.basename(path)} to {path}")
     for line in export.describe(path):

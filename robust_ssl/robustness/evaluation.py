@@ -29,6 +29,7 @@ tfds cifar10. Without a meta_validation.json the paper's P = 100 is assumed.
 
 import dataclasses
 import os
+import time
 
 import numpy as np
 
@@ -338,6 +339,8 @@ def evaluate_robustness(
     data_config=None,
     tfds_data_dir=None,
     progress=True,
+    adapt=None,
+    adapt_settings=None,
 ):
     """Scores a classifier on CIFAR-10-C (real or generated), cell by cell.
 
@@ -360,18 +363,26 @@ def evaluate_robustness(
       data_config: the run's `config.data` (for the leak guard).
       tfds_data_dir: tfds data directory for source="tfds".
       progress: show a keras Progbar over the cells.
+      adapt: test-time adaptation modes to compare (`adaptation.MODES`, e.g.
+        ("none", "bn", "tent")); None = the model as it is, and the results
+        exactly as without adaptation. Needs a `RobustSSLModel` unless only
+        "none".
+      adapt_settings: `adaptation.Settings` of the modes.
 
     Returns:
       A results dict: "cells" (list of per-cell dicts: corruption, severity,
       accuracy, error, ece, nll, num_images), "clean" (same metrics or None),
-      "summary" (see `summarize`) and "settings".
+      "summary" (see `summarize`) and "settings". With `adapt`, these are the
+      first mode's, and "modes" maps every mode to its own "cells", "clean",
+      "summary" and "seconds_per_image", and "adaptation" (see
+      `adaptation_summary`) gives the gains over "none".
 
     Raises:
       UserError: missing data, an empty cell, or a leak the guard refuses.
     """
     kind = _source_kind(source)
     exclusion = leak_guard(meta_validation, source, include_meta_images, data_config)
-    predict = model if getattr(model, "is_predictor", False) else make_predictor(model, batch_size)
+    scorers = _scorers(model, batch_size, adapt, adapt_settings)
     if clean is not None:
         clean_images, clean_labels = (np.asarray(a) for a in clean)
         clean_images = clean_images[exclusion.clean_skip :]
@@ -389,12 +400,23 @@ def evaluate_robustness(
         import keras
 
         bar = keras.utils.Progbar(len(cells) + (clean is not None), unit_name="cell")
-    results = []
-    clean_metrics = None
+    scored = {mode: {"cells": [], "clean": None, "seconds": 0.0, "images": 0} for mode in scorers}
+
+    def score(images, labels):
+        out = {}
+        for mode, predict in scorers.items():
+            start = time.perf_counter()
+            probabilities = predict(images)
+            scored[mode]["seconds"] += time.perf_counter() - start
+            scored[mode]["images"] += len(images)
+            out[mode] = cell_metrics(probabilities, labels)
+        return out
+
     if clean is not None:
-        clean_metrics = cell_metrics(predict(clean_images), clean_labels)
+        for mode, metrics in score(clean_images, clean_labels).items():
+            scored[mode]["clean"] = metrics
         if bar is not None:
-            bar.add(1, values=[("accuracy", clean_metrics["accuracy"])])
+            bar.add(1, values=[("accuracy", next(iter(scored.values()))["clean"]["accuracy"])])
     for corruption, severity in cells:
         if kind == GENERATE:
             images, labels = _corrupt(clean_images, corruption, severity, seed), clean_labels
@@ -403,13 +425,14 @@ def evaluate_robustness(
             images, labels = cifar10c.split_block(images, labels, "test", exclusion.per_block)
             keep = _subset(len(images), max_images)
             images, labels = images[keep], labels[keep]
-        metrics = cell_metrics(predict(images), labels)
-        results.append({"corruption": corruption, "severity": int(severity), **metrics})
+        for mode, metrics in score(images, labels).items():
+            scored[mode]["cells"].append({"corruption": corruption, "severity": int(severity), **metrics})
         if bar is not None:
-            bar.add(1, values=[("accuracy", metrics["accuracy"])])
+            bar.add(1, values=[("accuracy", next(iter(scored.values()))["cells"][-1]["accuracy"])])
+    first = next(iter(scored.values()))
     result = {
-        "cells": results,
-        "clean": clean_metrics,
+        "cells": first["cells"],
+        "clean": first["clean"],
         "settings": {
             "source": source if kind != "npy" else os.path.abspath(source),
             "corruptions": list(corruptions),
@@ -423,7 +446,85 @@ def evaluate_robustness(
         },
     }
     result["summary"] = summarize(result)
+    if adapt is not None:
+        result["modes"] = {}
+        for mode, out in scored.items():
+            entry = {"cells": out["cells"], "clean": out["clean"]}
+            entry["summary"] = summarize(entry)
+            entry["seconds_per_image"] = out["seconds"] / max(out["images"], 1)
+            result["modes"][mode] = entry
+        result["adaptation"] = adaptation_summary(result)
+        from robust_ssl.robustness import adaptation
+
+        result["settings"]["adaptation"] = dataclasses.asdict(adapt_settings or adaptation.Settings())
     return result
+
+
+def _scorers(model, batch_size, adapt, adapt_settings):
+    """{mode: images -> probabilities}; {"none": the model's predictor} without adaptation."""
+    if adapt is None:
+        predict = model if getattr(model, "is_predictor", False) else make_predictor(model, batch_size)
+        return {"none": predict}
+    from robust_ssl.model import RobustSSLModel
+    from robust_ssl.robustness import adaptation
+
+    modes = (
+        adaptation.parse_modes(",".join(adapt))
+        if not isinstance(adapt, str)
+        else adaptation.parse_modes(adapt)
+    )
+    if not isinstance(model, RobustSSLModel) and set(modes) - {"none"}:
+        raise UserError("test-time adaptation needs the run's Keras model (not a SavedModel or a predictor)")
+    settings = adapt_settings or adaptation.Settings()
+    scorers = {}
+    for mode in modes:
+        adapter = adaptation.Adapter(model, mode, settings)
+
+        def predict(images, adapter=adapter):
+            return _softmax(adaptation.predict_cell(adapter, images, settings.batch_size))
+
+        scorers[mode] = predict
+    return scorers
+
+
+def adaptation_summary(result):
+    """Per adaptation mode: clean, means over severities, severity means, gains over "none".
+
+    Args:
+      result: an `evaluate_robustness` result with "modes".
+
+    Returns:
+      {mode: {"clean_accuracy", "mean_accuracy_all", "mean_accuracy_benchmark",
+      "severity_means" {severity: mean accuracy over the corruptions},
+      "seconds_per_image", "gain" {same keys: mode − none, or None}}}.
+    """
+    out = {}
+    for mode, entry in result["modes"].items():
+        severities = sorted({c["severity"] for c in entry["cells"]})
+        out[mode] = {
+            "clean_accuracy": entry["summary"]["clean_accuracy"],
+            "mean_accuracy_all": entry["summary"]["mean_accuracy_all"],
+            "mean_accuracy_benchmark": entry["summary"]["mean_accuracy_benchmark"],
+            "severity_means": {
+                str(s): _mean(c["accuracy"] for c in entry["cells"] if c["severity"] == s) for s in severities
+            },
+            "seconds_per_image": entry["seconds_per_image"],
+        }
+    none = out.get("none")
+    for values in out.values():
+        if none is None:
+            values["gain"] = None
+            continue
+        gain = {}
+        for key in ("clean_accuracy", "mean_accuracy_all", "mean_accuracy_benchmark"):
+            a, b = values[key], none[key]
+            gain[key] = None if a is None or b is None else a - b
+        gain["severity_means"] = {
+            s: (None if v is None or none["severity_means"].get(s) is None else v - none["severity_means"][s])
+            for s, v in values["severity_means"].items()
+        }
+        values["gain"] = gain
+    return out
 
 
 def _corrupt(images, corruption, severity, seed):
@@ -587,6 +688,8 @@ def evaluate_run(
     tfds_data_dir=None,
     progress=True,
     log=print,
+    adapt=None,
+    adapt_settings=None,
 ):
     """What `robust-ssl evaluate` does: load a run's model, score it, write reports.
 
@@ -600,7 +703,8 @@ def evaluate_run(
       output_dir: where reports go (default <run>/robustness).
       baseline: results file/directory of another run to compare with.
       corruptions, severities, max_images, batch_size, seed,
-      include_meta_images, tfds_data_dir, progress: see `evaluate_robustness`.
+      include_meta_images, tfds_data_dir, progress, adapt, adapt_settings: see
+        `evaluate_robustness`.
       log: function for one-line notes (warnings, outputs).
 
     Returns:
@@ -629,6 +733,8 @@ def evaluate_run(
     else:
         model_name = rundir.model_path(checkpoint or workdir)
         model = rundir.load_model(model_name, robust_ssl_only=False)
+    if adapt is not None:
+        _scorers(model, batch_size, adapt, adapt_settings)  # refuse a mode the model cannot serve, early
 
     clean = None
     if config is not None:
@@ -662,6 +768,8 @@ def evaluate_run(
         data_config=config.data if config is not None else None,
         tfds_data_dir=tfds_data_dir,
         progress=progress,
+        adapt=adapt,
+        adapt_settings=adapt_settings,
     )
     result["settings"]["model"] = os.path.abspath(model_name)
     if baseline:

@@ -173,12 +173,18 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
 CSV_FIELDS = ("corruption", "severity", "accuracy", "error", "ece", "nll", "num_images")
 
 
+def _rows(entry):
+    clean = [{"corruption": CLEAN, "severity": 0, **entry["clean"]}] if entry.get("clean") else []
+    return clean + list(entry["cells"])
+
+
 def write_csv(result, path):
-    """One row per cell plus a "clean" row (severity 0) when scored."""
-    rows = ([{"corruption": CLEAN, "severity": 0, **result["clean"]}] if result.get("clean") else []) + list(
-        result["cells"]
-    )
-    return rundir.write_csv(path, rows, CSV_FIELDS)
+    """One row per cell plus a "clean" row (severity 0) when scored; with test-time
+    adaptation, a first column "mode" and the rows of every mode."""
+    if "modes" not in result:
+        return rundir.write_csv(path, _rows(result), CSV_FIELDS)
+    rows = [{"mode": mode, **row} for mode, entry in result["modes"].items() for row in _rows(entry)]
+    return rundir.write_csv(path, rows, ("mode", *CSV_FIELDS))
 
 
 def write_json(result, path):
@@ -209,9 +215,13 @@ def read_results(path):
                 "clean": data.get("clean"),
                 "settings": data.get("settings") or {},
             }
-        cells, clean = [], None
+        cells, clean, first_mode = [], None, None
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
+                if row.get("mode"):  # adapted results: the first mode's rows
+                    first_mode = first_mode or row["mode"]
+                    if row["mode"] != first_mode:
+                        continue
                 cell = {
                     "corruption": cifar10c.parse_corruptions(row["corruption"])[0]
                     if row["corruption"] != CLEAN
@@ -252,10 +262,110 @@ def write_reports(
     if comparison:
         result = {**result, "comparison": comparison}
     path = {kind: os.path.join(output_dir, name) for kind, name in rundir.ROBUSTNESS_FILES.items()}
-    return {
+    markdown = markdown_table(result, comparison, title)
+    if "modes" in result:
+        markdown = adaptation_table(result) + "\n" + markdown
+    written = {
         "csv": write_csv(result, path["csv"]),
         "json": write_json(result, path["json"]),
-        "markdown": rundir.write_text(path["markdown"], markdown_table(result, comparison, title)),
+        "markdown": rundir.write_text(path["markdown"], markdown),
         "heatmap": plot_heatmap(result, path["heatmap"]),
-        "comparison": plot_comparison(result, path["comparison"], baseline, labels),
     }
+    if "modes" not in result:
+        written["comparison"] = plot_comparison(result, path["comparison"], baseline, labels)
+        return written
+    runs = [(mode, entry) for mode, entry in result["modes"].items()]
+    if baseline:
+        runs.append((labels[1], baseline))
+    written["comparison"] = plot_modes(runs, path["comparison"], title or "Test-time adaptation")
+    stem, ext = os.path.splitext(path["heatmap"])
+    for mode, entry in list(result["modes"].items())[1:]:
+        written[f"heatmap_{mode}"] = plot_heatmap(
+            entry, f"{stem}_{mode}{ext}", title=f"Accuracy (%) under corruption, adaptation: {mode}"
+        )
+    return written
+
+
+def adaptation_table(result):
+    """Markdown: per adaptation mode, clean and corruption accuracy, gains over "none", time.
+
+    Args:
+      result: an evaluation result with "modes" and "adaptation".
+
+    Returns:
+      The markdown text.
+    """
+    summary = result["adaptation"]
+    severities = sorted({s for v in summary.values() for s in v["severity_means"]}, key=int)
+    header = ["mode", "clean", "mean (15)", "mean (all)", *[f"s{s}" for s in severities], "ms / image"]
+    lines = [
+        "## Test-time adaptation",
+        "",
+        "Accuracy (%) per adaptation mode; s1…s5: mean over the corruptions at that severity; "
+        "(±x): gain over `none` in points.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+
+    def cell(value, gain):
+        text = _pct(value)
+        if gain is not None and value is not None:
+            text += f" ({100 * gain:+.1f})"
+        return text
+
+    for mode, values in summary.items():
+        gain = values.get("gain") or {}
+        row = [
+            mode,
+            cell(values["clean_accuracy"], gain.get("clean_accuracy") if mode != "none" else None),
+            cell(
+                values["mean_accuracy_benchmark"],
+                gain.get("mean_accuracy_benchmark") if mode != "none" else None,
+            ),
+            cell(values["mean_accuracy_all"], gain.get("mean_accuracy_all") if mode != "none" else None),
+            *[
+                cell(
+                    values["severity_means"][s],
+                    (gain.get("severity_means") or {}).get(s) if mode != "none" else None,
+                )
+                for s in severities
+            ],
+            f"{1000 * values['seconds_per_image']:.2f}",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_modes(runs, path, title):
+    """Bar chart: clean, mean accuracy per corruption and overall, one series per run or mode.
+
+    Args:
+      runs: [(label, results dict with "cells", "clean", "summary")].
+      path: PNG path.
+      title: chart title.
+
+    Returns:
+      The path written.
+    """
+    names, _, _ = _grid(runs[0][1], "accuracy")
+    groups = ["clean", *names, "mean (15)", "mean (all)"]
+    figure = figures.new_figure((max(6.0, 0.42 * len(groups) + 1.5), 4.0), DPI)
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / len(runs)
+    for r, (label, run) in enumerate(runs):
+        run_names, _, acc = _grid(run, "accuracy")
+        per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
+        summary = run["summary"]
+        values = [summary.get("clean_accuracy"), *[per.get(n) for n in names]]
+        values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
+        heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
+        axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
+    axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(title, fontsize=9)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=8, ncol=min(4, len(runs)))
+    figure.tight_layout()
+    return figures.save_png(figure, path, DPI)
