@@ -145,9 +145,26 @@ def to_dict(config):
     return json.loads(config.to_json_best_effort())
 
 
+# The `config.data` keys each data source reads; the others mean nothing there.
+DATA_KEYS = {
+    "tfds": ("source", "name", "data_dir", "manual_dir", "download", "augment", "image_size"),
+    "folder": ("source", "folder", "test_fraction", "in_memory", "skip_bad_images", "augment", "image_size"),
+    "synthetic": ("source", "num_train", "num_test", "num_classes", "seed", "augment", "image_size"),
+}
+
+
+def recorded(config):
+    """The JSON dict a run records: the config, with only the data keys its source reads."""
+    out = to_dict(config)
+    keep = DATA_KEYS.get(out.get("data", {}).get("source"))
+    if keep:
+        out["data"] = {k: v for k, v in out["data"].items() if k in keep}
+    return out
+
+
 def write(config, workdir):
-    """Writes the resolved config to <workdir>/config.json."""
-    return rundir.write_config(to_dict(config), workdir)
+    """Writes the resolved config to <workdir>/config.json (`recorded`)."""
+    return rundir.write_config(recorded(config), workdir)
 
 
 # Settings that may change between a run and its resumption.
@@ -179,4 +196,4 @@ def differences(config, workdir):
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return changed_keys(json.load(f), to_dict(config))
+        return changed_keys(json.load(f), recorded(config))

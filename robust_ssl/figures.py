@@ -77,7 +77,7 @@ def load_folder_images(folder, num_images, seed=0, image_size=(32, 32)):
 
     Any layout works, including `keras.utils.image_dataset_from_directory`'s
     <folder>/<class>/<image> and <folder>/{train,test}/<class>/<image>; the
-    folder is read by `robust_ssl.data.datasets.read_folder`.
+    folder is read by `robust_ssl.data.folders.read_folder`.
 
     Args:
       folder: root folder.
@@ -94,7 +94,7 @@ def load_folder_images(folder, num_images, seed=0, image_size=(32, 32)):
     """
     if num_images < 1:
         raise UserError(f"number of images must be >= 1; got {num_images}")
-    from robust_ssl.data.datasets import read_folder
+    from robust_ssl.data.folders import read_folder
 
     images, _, _ = read_folder(folder, image_size, labels=None)
     order = np.random.default_rng(seed).permutation(len(images))[:num_images]

@@ -39,18 +39,20 @@ def meta_validation(config, data):
 
     Args:
       config: the experiment ConfigDict.
-      data: `DataSplits` of the run (its training set is read into memory).
+      data: `DataSplits` of the run.
 
     Returns:
-      ((images, labels) arrays of the training examples, meta dataset or None,
-      record dict for meta_validation.json).
+      (the training examples — (images, labels) arrays, or the
+      `folders.ImageFiles` a streamed folder is read from —, meta dataset or
+      None, record dict for meta_validation.json).
 
     Raises:
       ConfigError: a hold-out that would leave a class without training images.
     """
-    images, labels = pipeline.to_arrays(data.train)
+    source = data.train_source if data.train_source is not None else pipeline.to_arrays(data.train)
+    labels = pipeline.labels_of(source)
     if not config.automl.enabled:
-        return (images, labels), None, {"source": None}
+        return source, None, {"source": None}
     val = config.automl.validation
     if val.source in ("train_holdout", "corrupted_holdout"):
         holdout = int(val.holdout)
@@ -74,7 +76,7 @@ def meta_validation(config, data):
             "holdout_class_counts": held_counts,
             "train_class_counts": train_counts,
         }
-        meta = (images[held], labels[held])
+        meta = pipeline.to_arrays(pipeline.take(source, held))
         if val.source == "corrupted_holdout":
             corruption_names, severities = config_utils.holdout_corruptions(val)
             meta = _corrupt_holdout(meta, corruption_names, severities, config.seed)
@@ -86,7 +88,7 @@ def meta_validation(config, data):
             len(rest),
             ", ".join(f"{k} {v}" for k, v in train_counts.items()),
         )
-        return (images[rest], labels[rest]), tf.data.Dataset.from_tensor_slices(meta), record
+        return pipeline.take(source, rest), tf.data.Dataset.from_tensor_slices(meta), record
     meta = cifar10c.load_part(
         val.cifar10c_source,
         "meta",
@@ -99,7 +101,7 @@ def meta_validation(config, data):
         "per_block": int(val.per_block),
         "corruptions": list(cifar10c.ALL_CORRUPTIONS),
     }
-    return (images, labels), meta, record
+    return source, meta, record
 
 
 def _corrupt_holdout(meta, names, severities, seed):
@@ -247,8 +249,10 @@ def train_and_evaluate(config, workdir):
     start, cpu_start = time.time(), time.process_time()
 
     data = datasets.load_data(config.data)
-    train_arrays, meta_examples, meta_record = meta_validation(config, data)
-    num_train = len(train_arrays[1])
+    if data.skipped:
+        logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
+    train_examples, meta_examples, meta_record = meta_validation(config, data)
+    num_train = len(pipeline.labels_of(train_examples))
     rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
     batch_size = config.train.batch_size
     if num_train < batch_size:
@@ -275,7 +279,7 @@ def train_and_evaluate(config, workdir):
 
     def train_dataset():
         return pipeline.training_dataset(
-            train_arrays,
+            train_examples,
             model.tasks,
             batch_size,
             seed=config.seed,
@@ -345,6 +349,7 @@ def train_and_evaluate(config, workdir):
         "steps": int(model.optimizer.iterations.numpy()),
         "num_train": int(num_train),
         "num_test": int(data.num_test),
+        "skipped_images": int(data.skipped),
         "replicas": int(strategy.num_replicas_in_sync),
         "wall_time_s": round(time.time() - start, 1),  # this session (a resumed run: since resuming)
         "cpu_time_s": round(time.process_time() - cpu_start, 1),

@@ -50,6 +50,7 @@ def test_usage_lists_every_subcommand(capsys):
         "export",
         "tune",
         "compare",
+        "study",
         "benchmark",
         "show-tasks",
         "plot-lambdas",

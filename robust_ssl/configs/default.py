@@ -21,6 +21,10 @@ def get_config():
     config.data.manual_dir = ""  # tfds manual_dir for offline archives
     config.data.download = True
     config.data.folder = ""  # source=folder: <folder>/{train,test}/<class>/*.jpg
+    # source=folder: decode the training images into memory ("auto": when they
+    # take at most 512 MiB as uint8) or stream them from disk per batch.
+    config.data.in_memory = config_dict.FieldReference("auto", field_type=object)
+    config.data.skip_bad_images = False  # source=folder: leave unreadable images out (counted)
     config.data.test_fraction = 0.1  # source=folder without test/: held-out share
     config.data.num_train = 2000  # source=synthetic
     config.data.num_test = 500

@@ -169,6 +169,16 @@ def load_npy_block(directory, corruption, severity):
             raise UserError(f"CIFAR-10-C file {p} not found (expected the official .npy layout)")
     images = np.load(path, mmap_mode="r")
     labels = np.load(labels_path, mmap_mode="r")
+    # The official layout: every file holds the 5 severity blocks of the same
+    # N images, in the order of labels.npy; anything else would pair images
+    # with the wrong labels and report wrong accuracies.
+    if len(images) != len(labels):
+        raise UserError(
+            f"{path} holds {len(images)} images but {labels_path} {len(labels)} labels; "
+            f"a CIFAR-10-C directory needs one label per image (5 severity blocks in each file)"
+        )
+    if len(images) % len(SEVERITIES) or not len(images):
+        raise UserError(f"{path} holds {len(images)} images, not 5 whole severity blocks of the same size")
     per = len(images) // len(SEVERITIES)
     lo, hi = (severity - 1) * per, severity * per
     return np.asarray(images[lo:hi]), np.asarray(labels[lo:hi]).astype(np.int32)

@@ -810,7 +810,7 @@ def load_clean_images(folder=None, tfds_name=None, split="test", data_dir=None):
     if folder:
         if os.path.isdir(os.path.join(folder, "test")):
             folder = os.path.join(folder, "test")
-        from robust_ssl.data.datasets import read_folder
+        from robust_ssl.data.folders import read_folder
 
         has_classes = os.path.isdir(folder) and any(
             os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)

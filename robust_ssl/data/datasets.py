@@ -1,7 +1,9 @@
 """Where images come from: tensorflow-datasets, an image folder, or generated.
 
 `load_data(config.data)` returns `DataSplits` with (image uint8, label int)
-datasets; the pipelines in `robust_ssl.data.pipeline` do the rest.
+datasets; the pipelines in `robust_ssl.data.pipeline` do the rest. tfds and
+generated sets (32x32) are read into memory; image folders are read into
+memory or streamed from disk (`load_folder`).
 """
 
 import dataclasses
@@ -11,11 +13,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from robust_ssl.data import splits, synthetic
+from robust_ssl.data import folders, splits, synthetic
 from robust_ssl.errors import UserError
 
 SOURCES = ("tfds", "folder", "synthetic")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Folder training sets up to this size (uint8 at the image size) are decoded
+# into memory; larger ones stream from disk (`load_folder`).
+IN_MEMORY_LIMIT_BYTES = 512 << 20
 
 
 @dataclasses.dataclass
@@ -29,6 +33,10 @@ class DataSplits:
     num_classes: int
     class_names: list
     image_shape: tuple = (32, 32, 3)
+    # The training examples for the indexed pipeline: (images, labels) arrays,
+    # a `folders.ImageFiles` that streams from disk, or None (read `train`).
+    train_source: object = None
+    skipped: int = 0  # unreadable images left out (data.skip_bad_images)
 
 
 def parse_image_size(size):
@@ -154,103 +162,64 @@ def _num_examples(info, split, ds):
         return int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def read_folder(path, image_size, class_names=None, labels="inferred"):
-    """Reads the images of a folder into memory, resized to `image_size` (bilinear).
-
-    The one image-folder reader of the package (training data, `robust-ssl
-    make-cifar10c`, `robust-ssl show-tasks`), on `keras.utils.image_dataset_from_directory`.
-
-    Args:
-      path: the folder.
-      image_size: (H, W).
-      class_names: with `labels="inferred"`, the class sub-folders to read, in
-        label order (default: all of them, alphabetically).
-      labels: "inferred": <path>/<class>/<image>, labelled by class (keras'
-        layout); None: every image under `path` at any depth, label 0.
-
-    Returns:
-      (uint8 [N, H, W, 3] images, int32 [N] labels, class names; [] with labels=None).
-
-    Raises:
-      UserError: the folder does not exist or holds no image, or an image cannot be decoded.
-    """
-    import keras
-
-    if not path or not os.path.isdir(path):
-        raise UserError(f"image folder {path!r} does not exist")
-    try:
-        ds = keras.utils.image_dataset_from_directory(
-            path,
-            labels=labels,
-            label_mode="int" if labels else None,
-            class_names=class_names,
-            image_size=tuple(image_size),
-            batch_size=None,
-            shuffle=False,
-            verbose=False,
-        )
-    except ValueError as e:
-        if "No images found" in str(e):
-            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}") from None
-        raise UserError(f"cannot read images from {path}: {str(e).splitlines()[0]}") from None
-    images, targets = [], []
-    try:
-        for item in ds.as_numpy_iterator():
-            image, label = item if labels else (item, 0)
-            images.append(np.clip(np.round(image), 0, 255).astype(np.uint8))
-            targets.append(label)
-    except tf.errors.InvalidArgumentError as e:  # the files are decoded in order
-        raise UserError(
-            f"cannot read image {ds.file_paths[len(images)]}: {e.message.splitlines()[0]}"
-        ) from None
-    if not images:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
-    return np.stack(images), np.asarray(targets, np.int32), list(ds.class_names or []) if labels else []
-
-
-def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0):
+def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0, in_memory="auto", skip_bad=False):
     """Loads an image folder in `keras.utils.image_dataset_from_directory` layout.
 
     With `train/` and `test/` sub-folders they are the splits; otherwise one
-    folder of class sub-folders is split, `test_fraction` of it held out.
+    folder of class sub-folders is split, `test_fraction` of it held out
+    (stratified by class, drawn by `seed`). The folder is scanned and checked
+    once (`folders.scan_folder`).
+
+    Memory rule: the training images are decoded into memory (fastest: once)
+    when they take at most `IN_MEMORY_LIMIT_BYTES` as uint8 at `image_size`,
+    else streamed: each training batch is read and decoded from disk by the
+    input pipeline, so memory stays flat whatever the number of images.
+    `in_memory=True`/`False` forces one or the other.
 
     Args:
       folder: root folder.
       image_size: (H, W) images are resized to.
       test_fraction: held-out fraction when there is no test/ folder.
       seed: seed of that split.
+      in_memory: "auto", True or False (see above).
+      skip_bad: leave unreadable images out (counted) instead of failing.
 
     Returns:
-      `DataSplits`.
+      `DataSplits` (its `train_source` is arrays or `folders.ImageFiles`).
     """
     if not folder or not os.path.isdir(folder):
         raise UserError(f"image folder {folder!r} does not exist")
     train_dir, test_dir = os.path.join(folder, "train"), os.path.join(folder, "test")
     if os.path.isdir(train_dir):
-        x_train, y_train, names = read_folder(train_dir, image_size)
+        train = folders.scan_folder(train_dir, image_size, skip_bad=skip_bad)
         if os.path.isdir(test_dir):
-            x_test, y_test, _ = read_folder(test_dir, image_size, class_names=names)
+            test = folders.scan_folder(test_dir, image_size, class_names=train.class_names, skip_bad=skip_bad)
         else:
-            x_train, y_train, x_test, y_test = _split(x_train, y_train, test_fraction, seed)
+            train, test = _split(train, test_fraction, seed)
     else:
-        x, y, names = read_folder(folder, image_size)
-        x_train, y_train, x_test, y_test = _split(x, y, test_fraction, seed)
+        train, test = _split(folders.scan_folder(folder, image_size, skip_bad=skip_bad), test_fraction, seed)
+    height, width = image_size
+    if in_memory == "auto":
+        in_memory = len(train) * height * width * 3 <= IN_MEMORY_LIMIT_BYTES
+    source = train.to_arrays() if in_memory else train
     return DataSplits(
-        train=_from_arrays(x_train, y_train),
-        test=_from_arrays(x_test, y_test),
-        num_train=len(x_train),
-        num_test=len(x_test),
-        num_classes=len(names),
-        class_names=names,
+        train=_from_arrays(*source) if in_memory else train.dataset(),
+        test=test.dataset(),
+        num_train=len(train),
+        num_test=len(test),
+        num_classes=len(train.class_names),
+        class_names=train.class_names,
         image_shape=(*image_size, 3),
+        train_source=source,
+        skipped=len(train.skipped) + len(test.skipped),
     )
 
 
-def _split(x, y, fraction, seed):
+def _split(files, fraction, seed):
     """A seeded test split stratified by class (the folder is read class by class)."""
-    n_test = max(1, int(round(len(x) * fraction)))
-    train, test = splits.stratified_split(y, n_test, seed)
-    return x[train], y[train], x[test], y[test]
+    n_test = max(1, int(round(len(files) * fraction)))
+    train, test = splits.stratified_split(files.labels, n_test, seed)
+    return files.take(train), files.take(test)
 
 
 def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0, image_size=32):
@@ -296,6 +265,8 @@ def load_data(data_config):
             data_config.folder,
             image_size=image_size,
             test_fraction=data_config.get("test_fraction", 0.1),
+            in_memory=data_config.get("in_memory", "auto"),
+            skip_bad=data_config.get("skip_bad_images", False),
         )
     if source == "synthetic":
         square = image_size[0] == image_size[1]

@@ -14,6 +14,8 @@ reproducible, resumable exactly, and the same under any distribution strategy.
 import numpy as np
 import tensorflow as tf
 
+from robust_ssl.data import folders
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -69,7 +71,19 @@ def to_float_images(images):
 
 
 def to_arrays(examples):
-    """Reads an (image, label) dataset into numpy arrays (uint8 images stay uint8)."""
+    """Reads examples into numpy arrays (uint8 images stay uint8).
+
+    Args:
+      examples: an (image, label) dataset, a `folders.ImageFiles` (decoded
+        here) or (images, labels) arrays (returned as they are).
+
+    Returns:
+      (images, int32 labels).
+    """
+    if isinstance(examples, tuple):
+        return examples
+    if isinstance(examples, folders.ImageFiles):
+        return examples.to_arrays()
     images, labels = [], []
     for x, y in examples.batch(1024).as_numpy_iterator():
         images.append(x)
@@ -79,7 +93,20 @@ def to_arrays(examples):
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
-def _indexed_batches(images, labels, batch_size, seed, start_step):
+def labels_of(examples):
+    """The int labels of (images, labels) arrays or of a `folders.ImageFiles`."""
+    return np.asarray(examples.labels if isinstance(examples, folders.ImageFiles) else examples[1])
+
+
+def take(examples, index):
+    """The examples at `index` of (images, labels) arrays or of a `folders.ImageFiles`."""
+    if isinstance(examples, folders.ImageFiles):
+        return examples.take(index)
+    images, labels = examples
+    return images[index], labels[index]
+
+
+def _indexed_batches(examples, batch_size, seed, start_step):
     """Batches that are a pure function of the step: (step, images, labels).
 
     Each pass over the data is a stateless permutation seeded by (seed, pass);
@@ -87,12 +114,27 @@ def _indexed_batches(images, labels, batch_size, seed, start_step):
     resumed at step s sees exactly the batches an uninterrupted run sees, and
     any distribution rewrite of the pipeline cannot change which images form a
     batch (a stateful `shuffle` guarantees neither).
+
+    Args:
+      examples: (images, labels) arrays in memory, or a `folders.ImageFiles`
+        whose batches are read and decoded from disk step by step.
     """
-    n = len(images)
+    labels = tf.constant(labels_of(examples))
+    n = int(labels.shape[0])
     steps_per_pass = n // batch_size
     if steps_per_pass < 1:
         raise ValueError(f"{n} examples are fewer than one batch of {batch_size}")
-    images, labels = tf.constant(images), tf.constant(labels)
+    if isinstance(examples, folders.ImageFiles):
+        paths = tf.constant(examples.paths)
+
+        def images_at(index):
+            return examples.decode(tf.gather(paths, index))
+
+    else:
+        images = tf.constant(examples[0])
+
+        def images_at(index):
+            return tf.gather(images, index)
 
     def batch(step):
         permutation = tf.random.experimental.stateless_shuffle(
@@ -100,7 +142,7 @@ def _indexed_batches(images, labels, batch_size, seed, start_step):
         )
         offset = (step % steps_per_pass) * batch_size
         index = permutation[offset : offset + batch_size]
-        return step, to_float_images(tf.gather(images, index)), tf.gather(labels, index)
+        return step, to_float_images(images_at(index)), tf.gather(labels, index)
 
     return tf.data.Dataset.range(start_step, 2**62).map(
         batch, num_parallel_calls=AUTOTUNE, deterministic=True
@@ -119,13 +161,13 @@ def training_dataset(
 ):
     """An infinite training stream of task batches, a pure function of the step.
 
-    The examples are read into memory once (fine for 32x32 sets: CIFAR-10's
-    train split is 150 MB as uint8).
+    In-memory examples are gathered per batch; a `folders.ImageFiles` is read
+    and decoded from disk per batch (memory stays flat); a dataset is read into
+    memory first (fine for 32x32 sets: CIFAR-10's train split is 150 MB as uint8).
 
     Args:
-      examples: `tf.data.Dataset` of (image, label) with uint8 or [0, 1] images,
-        or those read already by `to_arrays` (to build several streams from one
-        read, as a λ search's trials do).
+      examples: (images, labels) arrays (uint8 or [0, 1] images), a
+        `folders.ImageFiles`, or a `tf.data.Dataset` of (image, label).
       tasks: list of `Task`.
       batch_size: global batch size (every step is full).
       seed: integer seed of the shuffling, augmentation and task transforms.
@@ -137,10 +179,11 @@ def training_dataset(
     Returns:
       A `tf.data.Dataset` of dicts.
     """
-    arrays = examples if isinstance(examples, tuple) else to_arrays(examples)
-    train = _indexed_batches(*arrays, batch_size, seed, start_step)
+    if not isinstance(examples, (tuple, folders.ImageFiles)):
+        examples = to_arrays(examples)
+    train = _indexed_batches(examples, batch_size, seed, start_step)
     if meta_examples is not None:
-        meta = _indexed_batches(*to_arrays(meta_examples), meta_batch_size, seed + 1, start_step)
+        meta = _indexed_batches(to_arrays(meta_examples), meta_batch_size, seed + 1, start_step)
         ds = tf.data.Dataset.zip((train, meta))
     else:
         ds = train.map(lambda *element: (element, None))

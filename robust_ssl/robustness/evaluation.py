@@ -423,6 +423,12 @@ def evaluate_robustness(
         else:
             images, labels = _load_real_block(kind, source, corruption, severity, tfds_data_dir)
             images, labels = cifar10c.split_block(images, labels, "test", exclusion.per_block)
+            if not len(images):
+                raise UserError(
+                    f"no {corruption} severity {severity} images are left after leaving out the first "
+                    f"{exclusion.per_block} of the block ({exclusion.note.strip('; ')}); "
+                    f"pass --include_meta_images if the model's meta loss never saw them"
+                )
             keep = _subset(len(images), max_images)
             images, labels = images[keep], labels[keep]
         for mode, metrics in score(images, labels).items():
@@ -650,6 +656,22 @@ def load_results(path):
 
 
 # --------------------------------------------------------------------------- a run, end to end
+def _assumption(run_dir, source, include_meta_images, config):
+    """One line on what is assumed when a model has no meta_validation.json beside it."""
+    where = f"in {run_dir}" if run_dir else "beside the model"
+    if include_meta_images:
+        return f"no meta_validation.json {where}; every image is scored (--include_meta_images)"
+    exclusion = leak_guard(None, source, False, config.data if config is not None else None)
+    if not exclusion.per_block and not exclusion.clean_skip:
+        return f"no meta_validation.json {where}; no image is left out"
+    return (
+        f"no meta_validation.json {where}: assumed the paper's meta-validation protocol and left out "
+        f"the first {exclusion.per_block or exclusion.clean_skip} images of every CIFAR-10-C block"
+        + (f" and the first {exclusion.clean_skip} clean test images" if exclusion.clean_skip else "")
+        + "; pass --include_meta_images to score them (if the model's meta loss never saw CIFAR-10-C)"
+    )
+
+
 def _label(path):
     """A short name of a run for legends: its directory, not robustness/ or a file."""
     path = os.path.abspath(path)
@@ -722,7 +744,7 @@ def evaluate_run(
     config = rundir.read_config(run_dir)
     record = rundir.read_meta_validation(run_dir)
     if record is None:
-        log(f"warning: no meta_validation.json in {run_dir or 'any run directory'}; see the leak-guard note")
+        log(f"note: {_assumption(run_dir, cifar10c_source, include_meta_images, config)}")
     # Refuse a leak before the (slow) model and data loading.
     leak_guard(record, cifar10c_source, include_meta_images, config.data if config is not None else None)
     baseline_result = load_results(baseline) if baseline else None  # fail early on a bad path

@@ -124,7 +124,7 @@ def load_search_data(config):
       UserError: data not available, bad hold-out size.
     """
     from robust_ssl import train as train_lib
-    from robust_ssl.data import datasets
+    from robust_ssl.data import datasets, pipeline
 
     meta_config = _copy(config)
     meta_config.automl.enabled = True
@@ -136,8 +136,8 @@ def load_search_data(config):
     num_validation = cardinality if cardinality >= 0 else None
     record = dict(record, num_images=num_validation)
     return SearchData(
-        train=train_arrays,  # read once for all trials
-        num_train=len(train_arrays[1]),
+        train=train_arrays,  # read (or scanned) once for all trials
+        num_train=len(pipeline.labels_of(train_arrays)),
         validation=validation,
         num_validation=num_validation,
         record=record,
