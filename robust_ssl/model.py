@@ -29,7 +29,7 @@ META_MODES = ("fast", "naive")
 ALPHA_MODES = ("multiplier", "lr")
 
 
-def _stateless(layer):
+def stateless(layer):
     """Wraps a layer as a callable that discards its state updates (BN statistics)."""
 
     def call(inputs, training=False):
@@ -290,7 +290,7 @@ class RobustSSLModel(keras.Model):
     # ------------------------------------------------------------------ forward
     def encode(self, images):
         """Trunk forward with batch statistics that leaves the moving averages alone."""
-        return _stateless(self.trunk)(images, training=True)
+        return stateless(self.trunk)(images, training=True)
 
     def task_losses(self, batch, update_stats=True):
         """Losses of the main task and of every auxiliary objective on one batch.
@@ -312,7 +312,7 @@ class RobustSSLModel(keras.Model):
         losses = [steps.Replicas.global_mean(sparse_ce(batch["label"], logits))]
         for task, head in zip(self.tasks, self.heads_by_task):
             if head is not None and not update_stats:  # the heads' own batch norms must not move either
-                head = _stateless(head)
+                head = stateless(head)
             predictions = task.predict(head, forward, batch.get(f"{task.name}/inputs"), training=True)
             targets = batch[f"{task.name}/targets"]
             losses.append(steps.Replicas.global_mean(task.per_example_loss(targets, predictions)))

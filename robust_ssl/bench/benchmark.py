@@ -81,7 +81,8 @@ def task_set(kind):
 
     Args:
       kind: NO_TASKS; PAPER_TASKS, the `tasks` of the PAPER_CONFIG config;
-        ONE_TASK, the first of those; ALL_TASKS, `robust_ssl.tasks.TASKS`.
+        ONE_TASK, the first of those; ALL_TASKS, `robust_ssl.tasks.TASKS`;
+        "config:<name>", the `tasks` of that packaged config.
 
     Returns:
       A tuple of task names.
@@ -92,6 +93,8 @@ def task_set(kind):
 
     if kind == ALL_TASKS:
         return tuple(TASKS)
+    if kind.startswith("config:"):  # the tasks of a packaged config
+        return parse_task_names(configs.load(kind.split(":", 1)[1]).tasks)
     paper = parse_task_names(configs.load(PAPER_CONFIG).tasks)
     return {PAPER_TASKS: paper, ONE_TASK: paper[:1]}[kind]
 
@@ -141,6 +144,13 @@ MODES = {
         Mode("automl4_fast_every4", "AutoML fast, {tasks}, meta every 4th step", PAPER_TASKS, "fast", 4),
         Mode("automl4_naive", "AutoML naive (Algorithm 1), {tasks}", PAPER_TASKS, "naive"),
         Mode("automl7_fast", "AutoML fast, all tasks: {tasks}", ALL_TASKS, "fast"),
+        Mode("augmix", "fixed λ, {tasks} (the augmix config)", "config:augmix"),
+        Mode(
+            "automl_augmix_fast",
+            "AutoML fast, {tasks} (the automl_augmix config)",
+            "config:automl_augmix",
+            "fast",
+        ),
     )
 }
 DEFAULT_MODES = ("baseline", "fixed_rotation", "fixed4", "automl4_fast", "automl4_naive", "automl7_fast")

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from robust_ssl.errors import UserError
+from robust_ssl.model import stateless
 from robust_ssl.tasks import Forward
 
 MODES = ("none", "bn", "tent", "ttt")
@@ -232,7 +233,7 @@ class Adapter:
         for task, head, weight in self._tasks:
             batch = task.make_batch(images, seed)
             predictions = task.predict(
-                None if head is None else _frozen(head), forward, batch.get("inputs"), training=True
+                None if head is None else stateless(head), forward, batch.get("inputs"), training=True
             )
             total += weight * tf.reduce_mean(task.per_example_loss(batch["targets"], predictions))
         return total
@@ -284,21 +285,6 @@ class Adapter:
         self.batches += 1
         self.images += len(logits)
         return logits
-
-
-def _frozen(head):
-    """A head run with its current weights and batch statistics, changing nothing."""
-
-    def call(inputs, training=True):
-        outputs, _ = head.stateless_call(
-            [v.value for v in head.trainable_variables],
-            [v.value for v in head.non_trainable_variables],
-            inputs,
-            training=training,
-        )
-        return outputs
-
-    return call
 
 
 def predict_cell(adapter, images, batch_size=None):
