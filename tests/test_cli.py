@@ -173,7 +173,9 @@ def test_a_config_file_relative_to_the_current_directory_and_the_old_tools(tmp_p
         timeout=300,
     )
     assert proc.returncode == 2
-    unknown = "error: unknown task 'nope'; choose from rotation, color, ir, bir, inpaint, rgb, jigsaw"
+    from robust_ssl.tasks import TASKS
+
+    unknown = f"error: unknown task 'nope'; choose from {', '.join(TASKS)}"
     assert error_lines(proc) == [unknown]
     # tools/train.py still takes the old `--config=configs/<name>.py` from the repository root.
     old = subprocess.run(
