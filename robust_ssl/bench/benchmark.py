@@ -81,7 +81,8 @@ def task_set(kind):
 
     Args:
       kind: NO_TASKS; PAPER_TASKS, the `tasks` of the PAPER_CONFIG config;
-        ONE_TASK, the first of those; ALL_TASKS, `robust_ssl.tasks.TASKS`;
+        ONE_TASK, the first of those; ALL_TASKS, every task with its own head
+        (`robust_ssl.tasks.self_supervised_task_names`);
         "config:<name>", the `tasks` of that packaged config.
 
     Returns:
@@ -89,10 +90,10 @@ def task_set(kind):
     """
     if kind == NO_TASKS:
         return ()
-    from robust_ssl.tasks import TASKS, parse_task_names
+    from robust_ssl.tasks import parse_task_names, self_supervised_task_names
 
     if kind == ALL_TASKS:
-        return tuple(TASKS)
+        return tuple(self_supervised_task_names())
     if kind.startswith("config:"):  # the tasks of a packaged config
         return parse_task_names(configs.load(kind.split(":", 1)[1]).tasks)
     paper = parse_task_names(configs.load(PAPER_CONFIG).tasks)
@@ -144,7 +145,7 @@ MODES = {
         Mode("automl4_fast_every4", "AutoML fast, {tasks}, meta every 4th step", PAPER_TASKS, "fast", 4),
         Mode("automl4_naive", "AutoML naive (Algorithm 1), {tasks}", PAPER_TASKS, "naive"),
         Mode("automl7_fast", "AutoML fast, all tasks: {tasks}", ALL_TASKS, "fast"),
-        Mode("augmix", "fixed λ, {tasks} (the augmix config)", "config:augmix"),
+        Mode("fixed_augmix", "fixed λ, {tasks} (the augmix config)", "config:augmix"),
         Mode(
             "automl_augmix_fast",
             "AutoML fast, {tasks} (the automl_augmix config)",

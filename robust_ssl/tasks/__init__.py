@@ -58,9 +58,27 @@ def make_tasks(names, options=None):
     return [TASKS[name](**dict(options.get(name, {}))) for name in parse_task_names(names)]
 
 
+def self_supervised_task_names():
+    """Names of the tasks that own a prediction head (`uses_classifier` False).
+
+    These are the paper's kind of auxiliary task; objectives on the main
+    classifier (AugMix consistency) are left out.
+    """
+    return [name for name, cls in TASKS.items() if not cls.uses_classifier]
+
+
 def probe_task_names():
     """Names of the tasks with transformation probes (`Task.probe_classes` > 0)."""
     return [name for name, cls in TASKS.items() if cls.probe_classes]
 
 
-__all__ = ["TASKS", "Forward", "Task", "make_tasks", "parse_task_names", "probe_task_names", "register_task"]
+__all__ = [
+    "TASKS",
+    "Forward",
+    "Task",
+    "make_tasks",
+    "parse_task_names",
+    "probe_task_names",
+    "register_task",
+    "self_supervised_task_names",
+]
