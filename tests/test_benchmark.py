@@ -139,3 +139,25 @@ def test_breakdown_times_the_pieces_of_a_step():
     # A backward costs about two forwards; per-task backward adds the shared clean batch once more.
     assert pieces["fixed_gradients"]["flops"] > 2 * pieces["forward"]["flops"]
     assert pieces["per_task_gradients"]["flops"] > pieces["fixed_gradients"]["flops"]
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_pipeline_benchmark_reads_an_image_folder_in_memory_or_streamed(tmp_path, in_memory):
+    from test_data_path import make_folder
+
+    make_folder(tmp_path / "images", per_class=8, test_per_class=2)
+    settings = benchmark.quick_settings(
+        batch_size=4,
+        meta_batch_size=2,
+        pipeline_folder=str(tmp_path / "images"),
+        pipeline_in_memory=in_memory,
+    )
+    from robust_ssl import config_utils
+    from robust_ssl.configs import default
+
+    base = config_utils.to_dict(default.get_config())
+    result = benchmark.run_pipeline(settings, base, [((), False), (("rotation",), True)])
+    assert result["pipeline"][0]["images_per_s"] > 0 and result["pipeline"][1]["images_per_s"] > 0
+    expected = "decoded into memory once" if in_memory else "streamed from disk, decoded per batch"
+    assert result["data"].endswith(expected), result["data"]
+    assert result["data"].startswith("24 images of ")  # 3 classes x 8 training images

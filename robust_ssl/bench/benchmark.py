@@ -176,6 +176,11 @@ class Settings:
       pipeline_batches: batches timed in the input-pipeline benchmark.
       transform_repeats: timed calls of `make_task_batch` per task set.
       num_train: generated training images the pipeline shuffles and serves.
+      pipeline_folder: an image folder (`train/<class>/…`, `test/…`) whose
+        training images the pipeline benchmark serves instead of generated
+        ones: real decoding, in memory or streamed from disk.
+      pipeline_in_memory: "auto", True or False: how that folder is held
+        (`datasets.load_folder`'s rule).
       isolate: run each mode in its own subprocess (clean peak memory).
       interleave: time all modes in one process, one step of each in turn
         (`run_interleaved`: steadier ratios on a loaded machine).
@@ -195,6 +200,8 @@ class Settings:
     pipeline_batches: int = 100
     transform_repeats: int = 20
     num_train: int = 2048
+    pipeline_folder: str = ""
+    pipeline_in_memory: object = "auto"
     isolate: bool = True
     interleave: bool = False
 
@@ -645,7 +652,16 @@ def run_pipeline(settings, config_dict, task_sets):
     from robust_ssl.tasks import make_tasks
 
     base = _base_config(config_dict)
-    data = _example_data(settings, settings.num_train)
+    if settings.pipeline_folder:
+        from robust_ssl.data import datasets
+
+        data = datasets.load_folder(settings.pipeline_folder, in_memory=settings.pipeline_in_memory)
+        # Arrays when the folder is decoded into memory, else `folders.ImageFiles`
+        # that the pipeline reads and decodes per batch.
+        train_examples = data.train_source
+    else:
+        data = _example_data(settings, settings.num_train)
+        train_examples = data.train
     b = settings.batch_size
     images = tf.random.stateless_uniform([b, 32, 32, 3], [settings.seed, 1])
     labels = tf.zeros([b], tf.int32)
@@ -655,7 +671,7 @@ def run_pipeline(settings, config_dict, task_sets):
         load_start = _load()
         task_objs = make_tasks(tasks, {n: dict(base.task_options.get(n, {})) for n in tasks})
         ds = pipeline.training_dataset(
-            data.train,
+            train_examples,
             task_objs,
             b,
             seed=settings.seed,
@@ -688,7 +704,19 @@ def run_pipeline(settings, config_dict, task_sets):
                 "load_end": _load(),
             }
         )
-    return {"pipeline": results, "peak_host_mib": host_peak_rss_mib()}
+    return {
+        "pipeline": results,
+        "data": _pipeline_data_text(settings, data),
+        "peak_host_mib": host_peak_rss_mib(),
+    }
+
+
+def _pipeline_data_text(settings, data):
+    if not settings.pipeline_folder:
+        return f"{settings.num_train} generated images held in memory"
+    streamed = not isinstance(data.train_source, tuple)
+    how = "streamed from disk, decoded per batch" if streamed else "decoded into memory once"
+    return f"{data.num_train} images of {settings.pipeline_folder}, {how}"
 
 
 # ---------------------------------------------------------------- breakdown
@@ -1082,7 +1110,7 @@ def markdown(results):
         else:
             lines += [
                 "Input pipeline alone (`training_dataset`: shuffle, augmentation, task transforms; "
-                "generated images held in memory) and the task transforms' own cost "
+                f"{pipe.get('data', 'generated images held in memory')}) and the task transforms' own cost "
                 "(`make_task_batch` in a `tf.function`, one batch):",
                 "",
                 "| tasks | meta batch | images/s | batches/s | transforms ms/batch | × what the step consumes "

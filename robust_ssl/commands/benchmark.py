@@ -50,6 +50,17 @@ _MIXED = flags.DEFINE_enum(
 )
 _PIPELINE = flags.DEFINE_bool("pipeline", True, "Also time the input pipeline and the task transforms.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", None, "Batches timed in the pipeline benchmark.")
+_PIPELINE_FOLDER = flags.DEFINE_string(
+    "pipeline_folder",
+    "",
+    "Image folder (train/<class>/..., test/...) the input-pipeline benchmark reads instead of generated images.",
+)
+_PIPELINE_IN_MEMORY = flags.DEFINE_enum(
+    "pipeline_in_memory",
+    "auto",
+    ["auto", "true", "false"],
+    "How --pipeline_folder is held: decoded into memory, streamed from disk, or by the 512 MiB rule.",
+)
 _ISOLATE = flags.DEFINE_bool(
     "isolate", True, "Run each mode in a fresh subprocess (peak memory per mode; no state carried over)."
 )
@@ -83,6 +94,8 @@ def _settings():
         jit_compile=_JIT.value,
         mixed_precision=_MIXED.value,
         pipeline=_PIPELINE.value,
+        pipeline_folder=_PIPELINE_FOLDER.value,
+        pipeline_in_memory={"true": True, "false": False}.get(_PIPELINE_IN_MEMORY.value, "auto"),
         isolate=_ISOLATE.value,
         interleave=_INTERLEAVE.value,
     )
