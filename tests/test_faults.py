@@ -245,3 +245,31 @@ def test_a_config_without_a_checkpoint_is_not_another_run(tmp_path):
     assert results["steps"] == 2
     assert json.loads((workdir / rundir.CONFIG).read_text())["tasks"] == "rotation"
     assert [int(r["epoch"]) for r in rows(workdir / rundir.METRICS)] == [0]
+
+
+def test_checkpoints_are_ordered_by_epoch_and_step(tmp_path):
+    for name in (
+        "epoch_010.keras",
+        "epoch_009_step_0000950.keras",
+        "epoch_009.keras",
+        "epoch_002_step_0000201.keras",
+    ):
+        (tmp_path / name).write_text("")
+    (tmp_path / ".epoch_011.keras.1-0.tmp.keras").write_text("")  # a temporary file is never one
+    (tmp_path / "epoch_011.keras.tmp.keras").write_text("")
+    assert [os.path.basename(p) for p in rundir.checkpoints(str(tmp_path))] == [
+        "epoch_002_step_0000201.keras",
+        "epoch_009.keras",
+        "epoch_009_step_0000950.keras",
+        "epoch_010.keras",
+    ]
+    assert rundir.checkpoint_epoch(str(tmp_path / "epoch_009_step_0000950.keras")) == 9
+    assert rundir.checkpoint_step(str(tmp_path / "epoch_009_step_0000950.keras")) == 950
+    assert rundir.checkpoint_step(str(tmp_path / "epoch_009.keras")) is None
+
+
+def test_the_lock_is_released_when_the_block_raises(tmp_path):
+    with pytest.raises(RuntimeError), rundir.workdir_lock(str(tmp_path)):
+        assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
+        raise RuntimeError("crash")
+    assert not (tmp_path / rundir.LOCK).exists()
