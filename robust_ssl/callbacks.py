@@ -82,19 +82,61 @@ class LambdaLogger(keras.callbacks.Callback):
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model (weights, λ, optimiser state) after every epoch.
+    """Saves the whole model (weights, λ, optimiser state) after every epoch, and within epochs.
 
-    Each file is written to a temporary name and renamed into place
+    Each file is written to a temporary name, synced and renamed into place
     (`rundir.save_model`), so a crash never leaves a half-written checkpoint;
-    the newest `keep` are kept. Files: `rundir.checkpoint_path(directory, epoch)`.
+    the newest `keep` (of both kinds) are kept. Besides the end of every epoch
+    (`rundir.checkpoint_path(directory, epoch)`) it saves mid-epoch, at global
+    step S within epoch E + 1 (`rundir.checkpoint_path(directory, E, S)`),
+    whenever `every_steps` steps or `every_minutes` minutes have passed since
+    the last checkpoint; a run resumes from one exactly.
+
+    Args:
+      directory: the checkpoints/ folder.
+      keep: how many checkpoints to keep (at least 1).
+      every_steps: a mid-epoch checkpoint every that many global steps (0: off).
+      every_minutes: a mid-epoch checkpoint once that many minutes passed
+        since the last checkpoint (0: off).
+      steps_per_epoch: steps of one epoch (to name mid-epoch checkpoints and
+        to leave the end of an epoch to the epoch's own checkpoint).
+      on_save: optional callable(step) run after each checkpoint (records the session).
     """
 
-    def __init__(self, directory, keep=2):
+    def __init__(self, directory, keep=2, every_steps=0, every_minutes=0.0, steps_per_epoch=0, on_save=None):
         super().__init__()
         self.directory, self.keep = directory, max(1, int(keep))
+        self.every_steps = max(0, int(every_steps))
+        self.every_seconds = max(0.0, float(every_minutes)) * 60.0
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.on_save = on_save
+        self._last = time.monotonic()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_begin(self, logs=None):
+        self._last = time.monotonic()
+
+    def _save(self, path, step):
         os.makedirs(self.directory, exist_ok=True)
-        rundir.save_model(self.model, rundir.checkpoint_path(self.directory, epoch + 1))
+        rundir.save_model(self.model, path)
+        self._last = time.monotonic()
         for old in rundir.checkpoints(self.directory)[: -self.keep]:
             os.remove(old)
+        if self.on_save is not None:
+            self.on_save(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not (self.every_steps or self.every_seconds) or self.steps_per_epoch <= 0:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.steps_per_epoch == 0:
+            return  # the epoch's own checkpoint follows
+        due = (self.every_steps and step % self.every_steps == 0) or (
+            self.every_seconds and time.monotonic() - self._last >= self.every_seconds
+        )
+        if due:
+            epoch = step // self.steps_per_epoch
+            self._save(rundir.checkpoint_path(self.directory, epoch, step), step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self._save(rundir.checkpoint_path(self.directory, epoch + 1), step)

@@ -169,6 +169,10 @@ def write(config, workdir):
 
 # Settings that may change between a run and its resumption.
 RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
+# How often a run saves checkpoints, and how many it keeps, may change too.
+CHECKPOINT_KEYS = ("train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints")
+# Settings that may grow between a run and its resumption: more epochs continue it.
+RESUME_RAISABLE_KEYS = ("train.epochs",)
 
 
 def flatten(config, prefix=""):
@@ -183,15 +187,43 @@ def flatten(config, prefix=""):
     return out
 
 
+def _same_run(key, saved, current):
+    if key in RESUME_FREE_KEYS or key in CHECKPOINT_KEYS:
+        return True
+    if key in RESUME_RAISABLE_KEYS and isinstance(saved, (int, float)) and isinstance(current, (int, float)):
+        return current >= saved
+    return saved == current
+
+
 def changed_keys(saved, current):
-    """Dotted keys whose values differ between two config dicts, except `RESUME_FREE_KEYS`."""
+    """Dotted keys whose values differ between two config dicts.
+
+    Keys in `RESUME_FREE_KEYS` and `CHECKPOINT_KEYS` may differ, and `train.epochs` may be raised
+    (a finished run continues; its cosine schedule then decays over the new
+    total), without making it another run.
+
+    Args:
+      saved: the config dict of the run in a workdir.
+      current: the config dict of the new command.
+
+    Returns:
+      The sorted dotted keys that make it another run.
+    """
     saved, current = flatten(saved), flatten(current)
     keys = sorted(set(saved) | set(current))
-    return [k for k in keys if k not in RESUME_FREE_KEYS and saved.get(k) != current.get(k)]
+    return [k for k in keys if not _same_run(k, saved.get(k), current.get(k))]
 
 
 def differences(config, workdir):
-    """Keys whose value differs from the config saved in workdir ([] if none saved)."""
+    """Keys that make `config` another run than the one saved in `workdir`.
+
+    Args:
+      config: the new command's ConfigDict.
+      workdir: a run's folder.
+
+    Returns:
+      `changed_keys` of its config.json and `config`; [] when it has none.
+    """
     path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
         return []

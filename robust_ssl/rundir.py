@@ -8,11 +8,18 @@ A training run (`robust-ssl train`, `robust_ssl.train`) writes into its workdir:
   lambdas.csv           LAMBDAS          λ every `train.log_every_steps` steps: step, epoch,
                                          one column per task (`robust_ssl.callbacks.LambdaLogger`)
   tensorboard/          TENSORBOARD      TensorBoard logs (λ in tensorboard/lambdas/)
-  checkpoints/          CHECKPOINTS      epoch_NNN.keras (`checkpoint_path`): the whole model
-                                         with λ and both optimisers' states
+  checkpoints/          CHECKPOINTS      epoch_NNN.keras after NNN epochs and
+                                         epoch_NNN_step_SSSSSSS.keras at global step SSSSSSS
+                                         within epoch NNN+1 (`checkpoint_path`): the whole
+                                         model with λ and both optimisers' states
+  run_state.json        RUN_STATE        the sessions of the run (`record_session`): start,
+                                         host, pid, resumed_from_step, steps, wall, CPU time
+  .lock                 LOCK             pid, host and start of the process training in the
+                                         folder (`workdir_lock`)
   model.keras           MODEL            the final model
   results.json          RESULTS          clean test accuracy and loss, λ, tasks, epochs, steps,
-                                         replicas, wall and CPU time, device
+                                         replicas, wall and CPU time (all
+                                         sessions of the run), device
   meta_validation.json  META_VALIDATION  what the AutoML meta loss saw: {"source": …} and the
                                          hold-out or CIFAR-10-C block settings
   robustness/           ROBUSTNESS       `robust-ssl evaluate`'s outputs (ROBUSTNESS_FILES)
@@ -24,16 +31,20 @@ evaluation reads a search like a run.
 
 Files rewritten whole are written atomically (`atomic_write`, `atomic_path`):
 into a temporary file in the same directory, flushed and synced, then renamed
-over the target, so that neither a reader nor a crash ever sees half a file.
+over the target and the directory synced, so that neither a reader nor a crash
+(even a power cut) ever sees half a file.
 """
 
 import contextlib
 import csv
+import datetime
 import glob
 import itertools
 import json
 import math
 import os
+import re
+import socket
 
 from robust_ssl.errors import UserError
 
@@ -45,8 +56,10 @@ MODEL = "model.keras"
 META_VALIDATION = "meta_validation.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+RUN_STATE = "run_state.json"
+LOCK = ".lock"
 # Files an overwriting run removes along with the checkpoints (its config is rewritten).
-RUN_LOGS = (METRICS, LAMBDAS, RESULTS)
+RUN_LOGS = (METRICS, LAMBDAS, RESULTS, RUN_STATE)
 
 # Outputs of a robustness evaluation (<run>/robustness/ by default).
 ROBUSTNESS = "robustness"
@@ -73,8 +86,9 @@ TUNER_PROJECT = "keras_tuner"
 
 _CHECKPOINT_PREFIX = "epoch_"
 _KERAS = ".keras"
-# Temporary files of earlier versions (`<name>.tmp.keras`), never a checkpoint.
-_OLD_TMP_SUFFIX = ".tmp.keras"
+# Checkpoint names; anything else (temporary files, `<name>.tmp.keras` of
+# earlier versions) is never taken for a checkpoint.
+_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?\.keras$")
 _tmp_counter = itertools.count()
 
 
@@ -103,10 +117,25 @@ def atomic_path(path, suffix=""):
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+        _sync_directory(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _sync_directory(directory):
+    """fsyncs a directory so that a rename in it survives a power cut (where the OS allows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -207,24 +236,55 @@ def robustness_results(path):
 
 
 # --------------------------------------------------------------------------- checkpoints
-def checkpoint_path(directory, epoch):
-    """<directory>/epoch_NNN.keras, the checkpoint after `epoch` completed epochs."""
-    return os.path.join(directory, f"{_CHECKPOINT_PREFIX}{epoch:03d}{_KERAS}")
+def checkpoint_path(directory, epoch, step=None):
+    """The checkpoint file after `epoch` completed epochs.
+
+    Args:
+      directory: the run's checkpoints/ folder.
+      epoch: completed epochs.
+      step: the global step of a mid-epoch checkpoint (within epoch `epoch` + 1);
+        None for the end of epoch `epoch`.
+
+    Returns:
+      <directory>/epoch_NNN.keras, or <directory>/epoch_NNN_step_SSSSSSS.keras.
+    """
+    name = f"{_CHECKPOINT_PREFIX}{epoch:03d}"
+    if step is not None:
+        name += f"_step_{step:07d}"
+    return os.path.join(directory, name + _KERAS)
+
+
+def _checkpoint_key(path):
+    match = _CHECKPOINT_NAME.match(os.path.basename(path))
+    if not match:
+        return None
+    epoch, step = match.groups()
+    # An epoch's own checkpoint comes before the mid-epoch ones of the next epoch.
+    return (int(epoch), 0 if step is None else 1, int(step or 0))
 
 
 def checkpoint_epoch(path):
-    """The number of completed epochs a checkpoint file holds (epoch_012.keras -> 12)."""
-    return int(os.path.basename(path)[len(_CHECKPOINT_PREFIX) : -len(_KERAS)])
+    """The number of completed epochs a checkpoint file holds (epoch_012.keras -> 12).
+
+    A mid-epoch checkpoint epoch_012_step_0000500.keras also gives 12.
+    """
+    return _checkpoint_key(path)[0]
+
+
+def checkpoint_step(path):
+    """The global step in a mid-epoch checkpoint's name, or None for an end-of-epoch one."""
+    key = _checkpoint_key(path)
+    return key[2] if key[1] else None
 
 
 def checkpoints(directory):
-    """The epoch checkpoints in `directory`, oldest first."""
+    """The checkpoints in `directory` (end-of-epoch and mid-epoch), oldest first."""
     paths = glob.glob(os.path.join(directory, f"{_CHECKPOINT_PREFIX}*{_KERAS}"))
-    return sorted(p for p in paths if not p.endswith(_OLD_TMP_SUFFIX))
+    return sorted((p for p in paths if _checkpoint_key(p) is not None), key=_checkpoint_key)
 
 
 def latest_checkpoint(directory):
-    """The newest epoch checkpoint in `directory`, or None."""
+    """The newest checkpoint in `directory` (by epoch and step, not by time), or None."""
     found = checkpoints(directory)
     return found[-1] if found else None
 
@@ -246,6 +306,206 @@ def run_dir_of(workdir=None, checkpoint=None):
         parent = os.path.dirname(os.path.abspath(checkpoint))
         return os.path.dirname(parent) if os.path.basename(parent) == CHECKPOINTS else parent
     return None
+
+
+# --------------------------------------------------------------------------- resuming
+def _cut_csv(path, keep):
+    """Rewrites a CSV log keeping one header and the rows `keep(row)` accepts.
+
+    Rows repeated by an earlier session (beyond its checkpoint), repeated
+    headers and a half-written last line are dropped. A file left without
+    rows is removed (its writer starts it again).
+
+    Returns:
+      The number of rows dropped.
+    """
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        os.remove(path)
+        return 0
+    header, kept, dropped = lines[0], [], 0
+    for line in lines[1:]:
+        if line == header:
+            continue
+        row = dict(zip(header, line))
+        try:
+            ok = len(line) == len(header) and keep(row)
+        except (KeyError, ValueError):
+            ok = False
+        if ok:
+            kept.append(line)
+        else:
+            dropped += 1
+    if not kept:
+        os.remove(path)
+        return dropped
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(kept)
+    return dropped
+
+
+def cut_logs(workdir, epochs, step):
+    """Cuts a run's CSV logs back to its checkpoint, before training resumes.
+
+    Args:
+      workdir: the run's folder.
+      epochs: completed epochs of the checkpoint (metrics.csv keeps epochs
+        0 … epochs - 1; Keras' CSVLogger counts from 0).
+      step: global step of the checkpoint (lambdas.csv keeps steps <= step).
+
+    Returns:
+      {file name: rows dropped} for the files that lost rows.
+    """
+    dropped = {
+        METRICS: _cut_csv(os.path.join(workdir, METRICS), lambda row: int(row["epoch"]) < epochs),
+        LAMBDAS: _cut_csv(os.path.join(workdir, LAMBDAS), lambda row: int(row["step"]) <= step),
+    }
+    return {name: n for name, n in dropped.items() if n}
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def record_session(workdir, session):
+    """Adds or updates this session in <workdir>/run_state.json; returns the run's totals.
+
+    A session is one process training the run (the first one, or one that
+    resumed it). The file lists them all, so a run's wall and CPU time add up
+    across interruptions and re-runs.
+
+    Args:
+      workdir: the run's folder.
+      session: dict with at least "id" (unique per session), "wall_time_s"
+        and "cpu_time_s"; also start, host, pid, resumed_from_step, steps.
+
+    Returns:
+      {"sessions": [...], "wall_time_s": total, "cpu_time_s": total}.
+    """
+    path = os.path.join(workdir, RUN_STATE)
+    state = {"sessions": []}
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {"sessions": []}
+    sessions = [s for s in state.get("sessions", []) if s.get("id") != session["id"]]
+    sessions.append(dict(session))
+    state = {
+        "sessions": sessions,
+        "wall_time_s": round(sum(float(s.get("wall_time_s", 0)) for s in sessions), 1),
+        "cpu_time_s": round(sum(float(s.get("cpu_time_s", 0)) for s in sessions), 1),
+    }
+    write_json(path, state)
+    return state
+
+
+# --------------------------------------------------------------------------- the lock
+def _read_lock(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return {"pid": int(data["pid"]), "host": str(data["host"]), "started": str(data.get("started", "?"))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _create_exclusive(tmp, path):
+    """Creates `path` with the contents of `tmp`; FileExistsError if `path` exists."""
+    try:
+        os.link(tmp, path)  # atomic, and never a half-written lock
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f, open(tmp) as src:
+            f.write(src.read())
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Holds <workdir>/.lock (pid, host, start time) while a run trains in `workdir`.
+
+    A second process finds the lock and is refused; a lock left by a process
+    of this host that no longer exists (killed, crashed) is taken over with
+    one warning line. The lock is removed when the block ends, also on errors.
+
+    Args:
+      workdir: the run's folder (created if missing).
+
+    Yields:
+      The lock file's path.
+
+    Raises:
+      UserError: another live process (or one on another host, which cannot
+        be checked) holds the lock, or the lock file is unreadable.
+    """
+    from absl import logging
+
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK)
+    host = socket.gethostname()
+    mine = {"pid": os.getpid(), "host": host, "started": _now()}
+    tmp = os.path.join(workdir, f".lock.{os.getpid()}-{next(_tmp_counter)}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(mine, f)
+    try:
+        for _ in range(3):
+            try:
+                _create_exclusive(tmp, path)
+                break
+            except FileExistsError:
+                pass
+            held = _read_lock(path)
+            if held is None:
+                raise UserError(
+                    f"{workdir} has an unreadable lock file {path}; if no run is using that folder, remove it"
+                )
+            if held["host"] != host or _alive(held["pid"]):
+                where = f"on {held['host']}" if held["host"] != host else "on this host"
+                raise UserError(
+                    f"{workdir} is in use by pid {held['pid']} {where} (since {held['started']}); "
+                    f"wait for it to end or use another --workdir (lock file {path})"
+                )
+            logging.warning(
+                "taking over the stale lock of pid %d on %s (since %s), which no longer runs: %s",
+                held["pid"],
+                held["host"],
+                held["started"],
+                path,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        else:
+            raise UserError(f"cannot take the lock {path}; another process keeps taking it")
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+    try:
+        yield path
+    finally:
+        held = _read_lock(path)
+        if held and held["pid"] == mine["pid"] and held["host"] == host:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 # --------------------------------------------------------------------------- the model

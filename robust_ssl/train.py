@@ -5,16 +5,22 @@ A run writes into its workdir (file names and formats: `robust_ssl.rundir`):
   metrics.csv          per-epoch losses per task, λ per task, accuracy, images/s
   lambdas.csv          the λ trajectory every `train.log_every_steps` steps
   tensorboard/         TensorBoard logs
-  checkpoints/         epoch_<NNN>.keras: weights, λ, both optimisers' states
-                       (atomically written); the same command resumes from the
-                       newest one, exactly (the data stream is a function of
-                       the step)
+  checkpoints/         epoch_<NNN>.keras after each epoch and
+                       epoch_<NNN>_step_<SSSSSSS>.keras within one (every
+                       train.checkpoint_every_steps steps or
+                       train.checkpoint_every_minutes minutes): weights, λ, both
+                       optimisers' states (atomically written); the same
+                       command resumes from the newest one that loads, exactly
+                       (the data stream is a function of the step)
+  run_state.json       the sessions of the run (wall and CPU time add up)
+  .lock                held while a process trains in the folder
   model.keras          the final model
   results.json         final clean test accuracy and the run's summary
   meta_validation.json what the AutoML meta loss saw (so evaluation can exclude it)
 """
 
 import os
+import socket
 import time
 
 import keras
@@ -24,7 +30,7 @@ from absl import logging
 from robust_ssl import callbacks as callbacks_lib
 from robust_ssl import config_utils, distribute, loop, rundir
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
-from robust_ssl.errors import ConfigError, TrainingDivergedError
+from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import parse_task_names
 
@@ -124,31 +130,79 @@ def _device_kind():
     return f"GPU x{len(gpus)}" if gpus else "CPU"
 
 
+def _short(error):
+    text = str(error).strip().splitlines()
+    return (text[0] if text and text[0] else type(error).__name__)[:160]
+
+
+def _load_checkpoint(model, path):
+    """Loads one checkpoint into `model`; the reason it cannot, or None when it did."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:  # reads every member: truncation, bad CRC
+            bad = archive.testzip()
+        if bad is not None:
+            return f"bad CRC in {bad}"
+        saved = keras.saving.load_model(path, compile=True)
+    except Exception as e:  # noqa: BLE001 — any failure means "not this checkpoint"
+        return f"{type(e).__name__}: {_short(e)}"
+    if not isinstance(saved, RobustSSLModel):
+        return f"a {type(saved).__name__}, not a RobustSSLModel"
+    pairs = [
+        ("weights", model.variables, getattr(saved, "variables", [])),
+        ("optimizer", model.optimizer.variables, getattr(saved.optimizer, "variables", [])),
+        ("meta-optimizer", model.meta_optimizer.variables, getattr(saved.meta_optimizer, "variables", [])),
+    ]
+    for what, targets, sources in pairs:  # check everything before changing anything
+        if len(targets) != len(sources):
+            return f"a checkpoint of another model ({len(sources)} {what} variables, this model has {len(targets)})"
+        for target, source in zip(targets, sources):
+            if tuple(target.shape) != tuple(source.shape):
+                return (
+                    f"a checkpoint of another model ({what} variable {target.path} has shape "
+                    f"{tuple(source.shape)}, this model {tuple(target.shape)})"
+                )
+    for _, targets, sources in pairs:
+        for target, source in zip(targets, sources):
+            target.assign(source.numpy())
+    return None
+
+
 def restore_latest(model, directory):
-    """Loads the newest epoch checkpoint into `model` (weights, λ, optimisers).
+    """Loads the newest checkpoint that loads into `model` (weights, λ, optimisers).
+
+    Checkpoints are tried newest first (`rundir.checkpoints`: by epoch and
+    step). One that does not load — truncated, damaged inside (bad CRC), not
+    a Keras file, or a checkpoint of another model — is named in one warning
+    line with the reason, left in place, and the previous one is tried.
 
     Args:
       model: a built, compiled model of the same config.
       directory: the run's checkpoints/ folder.
 
     Returns:
-      The number of completed epochs (0 when there is no checkpoint).
+      The path of the checkpoint loaded, or None when there is none (the
+      model is then unchanged). The step to resume from is
+      `model.optimizer.iterations`.
+
+    Raises:
+      UserError: there are checkpoints but none of them loads.
     """
-    path = rundir.latest_checkpoint(directory)
-    if path is None:
-        return 0
-    saved = rundir.load_model(path, compile=True)
-    pairs = [
-        (model.variables, saved.variables),
-        (model.optimizer.variables, saved.optimizer.variables),
-        (model.meta_optimizer.variables, saved.meta_optimizer.variables),
-    ]
-    for targets, sources in pairs:
-        if len(targets) != len(sources):
-            raise ConfigError(f"checkpoint {path} does not match this model; use another --workdir")
-        for target, source in zip(targets, sources):
-            target.assign(source.numpy())
-    return rundir.checkpoint_epoch(path)
+    found = rundir.checkpoints(directory)
+    reasons = []
+    for path in reversed(found):
+        reason = _load_checkpoint(model, path)
+        if reason is None:
+            return path
+        logging.warning("checkpoint %s does not load (%s); trying the previous one", path, reason)
+        reasons.append(f"{os.path.basename(path)}: {reason}")
+    if found:
+        raise UserError(
+            f"no checkpoint in {directory} loads ({'; '.join(reasons)}); "
+            f"move that folder aside to start afresh"
+        )
+    return None
 
 
 def build_model(config, num_classes, steps_per_epoch, class_names=None):
@@ -196,15 +250,29 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None):
 
 
 def _prepare_workdir(config, workdir):
+    """Checks that `workdir` holds no other run and writes the config.
+
+    A workdir whose config.json differs from `config` (`config_utils.differences`;
+    a raised `train.epochs` is the same run, continued) is refused unless
+    `train.overwrite`, which drops that run's checkpoints and logs. A workdir
+    with a config.json but neither a checkpoint nor a model (a run that
+    stopped before its first checkpoint) is simply started again.
+
+    Raises:
+      ConfigError: the workdir holds a different run.
+    """
     os.makedirs(workdir, exist_ok=True)
     changed = config_utils.differences(config, workdir)
-    if changed and not config.train.overwrite:
+    started = rundir.checkpoints(os.path.join(workdir, rundir.CHECKPOINTS)) or os.path.exists(
+        os.path.join(workdir, rundir.MODEL)
+    )
+    if changed and started and not config.train.overwrite:
         raise ConfigError(
             f"{workdir} holds a run with a different config ({', '.join(changed[:5])}"
             f"{', …' if len(changed) > 5 else ''}); use another --workdir or "
             f"--config.train.overwrite=True to start afresh there"
         )
-    if changed:  # overwrite: drop the other run's resume state and logs
+    if changed:  # overwrite, or nothing to resume: drop the other run's resume state and logs
         import shutil
 
         shutil.rmtree(os.path.join(workdir, rundir.CHECKPOINTS), ignore_errors=True)
@@ -225,6 +293,12 @@ def _divergence_message(error):
 def train_and_evaluate(config, workdir):
     """Trains a model as `config` says and evaluates it on the clean test set.
 
+    The same call on the same workdir resumes an interrupted run from its
+    newest checkpoint that loads (`restore_latest`), exactly, also from a
+    mid-epoch checkpoint; on a finished run it only evaluates again (or, with
+    a raised `train.epochs`, continues training). One process at a time
+    trains in a workdir (`rundir.workdir_lock`).
+
     Args:
       config: an ml_collections ConfigDict (see configs/default.py).
       workdir: directory for all outputs; an interrupted run in it resumes.
@@ -234,7 +308,8 @@ def train_and_evaluate(config, workdir):
 
     Raises:
       ConfigError: invalid config (before any data is read).
-      UserError: data not available, workdir holding another run.
+      UserError: data not available, workdir holding another run or in use
+        by another process, no checkpoint that loads.
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
     config_utils.validate(config)
@@ -243,118 +318,171 @@ def train_and_evaluate(config, workdir):
     if not distribute.is_chief(strategy):
         # Other workers keep their own files apart from the chief's.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
-    set_precision(config.train.get("precision", "float32"))
-    _prepare_workdir(config, workdir)
-    keras.utils.set_random_seed(config.seed)
-    start, cpu_start = time.time(), time.process_time()
+    with rundir.workdir_lock(workdir):
+        set_precision(config.train.get("precision", "float32"))
+        _prepare_workdir(config, workdir)
+        keras.utils.set_random_seed(config.seed)
+        start, cpu_start = time.time(), time.process_time()
 
-    data = datasets.load_data(config.data)
-    if data.skipped:
-        logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
-    train_examples, meta_examples, meta_record = meta_validation(config, data)
-    num_train = len(pipeline.labels_of(train_examples))
-    rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
-    batch_size = config.train.batch_size
-    if num_train < batch_size:
-        raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
-    steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
+        data = datasets.load_data(config.data)
+        if data.skipped:
+            logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
+        train_examples, meta_examples, meta_record = meta_validation(config, data)
+        num_train = len(pipeline.labels_of(train_examples))
+        rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
+        batch_size = config.train.batch_size
+        if num_train < batch_size:
+            raise ConfigError(
+                f"the training set has {num_train} images, fewer than one batch of {batch_size}"
+            )
+        steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
 
-    distribute.check_batch_sizes(
-        strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
-    )
-    with strategy.scope():
-        model = build_model(config, data.num_classes, steps_per_epoch, data.class_names)
-    logging.info(
-        "%s at %dx%d, tasks %s: %d parameters (trunk + main head: %d)",
-        model.backbone_name,
-        *model.image_shape[:2],
-        model.task_names or "none",
-        sum(int(v.numpy().size) for v in model.network_variables),
-        sum(int(v.numpy().size) for v in model.psi_variables),
-    )
-    initial_epoch = restore_latest(model, os.path.join(workdir, rundir.CHECKPOINTS))
-    start_step = int(model.optimizer.iterations.numpy())
-    if initial_epoch:
-        logging.info("resuming after epoch %d (step %d)", initial_epoch, start_step)
-
-    def train_dataset():
-        return pipeline.training_dataset(
-            train_examples,
-            model.tasks,
-            batch_size,
-            seed=config.seed,
-            meta_examples=meta_examples,
-            meta_batch_size=config.automl.meta_batch_size,
-            augment_images=config.data.augment,
-            start_step=start_step,
+        distribute.check_batch_sizes(
+            strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
         )
-
-    test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
-
-    callbacks = [
-        callbacks_lib.Throughput(batch_size),
-        callbacks_lib.LambdaLogger(
-            os.path.join(workdir, rundir.LAMBDAS),
-            model.task_names,
-            config.train.log_every_steps,
-            tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
-        ),
-        keras.callbacks.CSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
-        keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
-        callbacks_lib.AtomicCheckpoint(
-            os.path.join(workdir, rundir.CHECKPOINTS), config.train.keep_checkpoints
-        ),
-    ]
-    multi_worker = config.get("distribute", "none") == "multi_worker"
-    try:
-        if multi_worker:  # Keras fit does not support it (keras-team/keras#20585)
-            loop.custom_fit(
-                model,
-                strategy,
-                train_dataset,
-                epochs=config.train.epochs,
-                steps_per_epoch=steps_per_epoch,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                validation_data=test_ds if config.train.eval_every_epoch else None,
-                verbose=config.train.verbose,
+        with strategy.scope():
+            model = build_model(config, data.num_classes, steps_per_epoch, data.class_names)
+        logging.info(
+            "%s at %dx%d, tasks %s: %d parameters (trunk + main head: %d)",
+            model.backbone_name,
+            *model.image_shape[:2],
+            model.task_names or "none",
+            sum(int(v.numpy().size) for v in model.network_variables),
+            sum(int(v.numpy().size) for v in model.psi_variables),
+        )
+        restored = restore_latest(model, os.path.join(workdir, rundir.CHECKPOINTS))
+        start_step = int(model.optimizer.iterations.numpy())
+        initial_epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
+        if restored:
+            logging.info("resuming from %s (epoch %d, step %d)", restored, initial_epoch, start_step)
+        dropped = rundir.cut_logs(workdir, initial_epoch, start_step)
+        if dropped:
+            logging.info(
+                "cut the logs back to step %d: %s",
+                start_step,
+                ", ".join(f"{n} row(s) of {name}" for name, n in dropped.items()),
             )
+
+        session = {
+            "id": f"{socket.gethostname()}:{os.getpid()}:{start:.3f}",
+            "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "resumed_from_step": start_step,
+            "steps": start_step,
+        }
+
+        def record(step=None):
+            if step is not None:
+                session["steps"] = int(step)
+            session["wall_time_s"] = round(time.time() - start, 1)
+            session["cpu_time_s"] = round(time.process_time() - cpu_start, 1)
+            return rundir.record_session(workdir, session)
+
+        record()
+
+        def train_dataset(first_step):
+            return pipeline.training_dataset(
+                train_examples,
+                model.tasks,
+                batch_size,
+                seed=config.seed,
+                meta_examples=meta_examples,
+                meta_batch_size=config.automl.meta_batch_size,
+                augment_images=config.data.augment,
+                start_step=first_step,
+            )
+
+        test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
+
+        callbacks = [
+            callbacks_lib.Throughput(batch_size),
+            callbacks_lib.LambdaLogger(
+                os.path.join(workdir, rundir.LAMBDAS),
+                model.task_names,
+                config.train.log_every_steps,
+                tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
+            ),
+            keras.callbacks.CSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
+            callbacks_lib.AtomicCheckpoint(
+                os.path.join(workdir, rundir.CHECKPOINTS),
+                config.train.keep_checkpoints,
+                every_steps=config.train.get("checkpoint_every_steps", 0),
+                every_minutes=config.train.get("checkpoint_every_minutes", 0),
+                steps_per_epoch=steps_per_epoch,
+                on_save=record,
+            ),
+        ]
+        multi_worker = config.get("distribute", "none") == "multi_worker"
+
+        def fit(first_epoch, epochs, steps):
+            """Epochs first_epoch … epochs - 1 of `steps` steps, from global step `model.optimizer.iterations`."""
+            first_step = int(model.optimizer.iterations.numpy())
+            validation = test_ds if config.train.eval_every_epoch else None
+            if multi_worker:  # Keras fit does not support it (keras-team/keras#20585)
+                loop.custom_fit(
+                    model,
+                    strategy,
+                    lambda: train_dataset(first_step),
+                    epochs=epochs,
+                    steps_per_epoch=steps,
+                    initial_epoch=first_epoch,
+                    callbacks=callbacks,
+                    validation_data=validation,
+                    verbose=config.train.verbose,
+                )
+            else:
+                model.fit(
+                    train_dataset(first_step),
+                    epochs=epochs,
+                    initial_epoch=first_epoch,
+                    steps_per_epoch=steps,
+                    shuffle=False,  # the stream is already shuffled, by step
+                    validation_data=validation,
+                    callbacks=callbacks,
+                    verbose=config.train.verbose,
+                )
+
+        epochs = config.train.epochs
+        try:
+            if done_in_epoch and initial_epoch < epochs:
+                # Resuming mid-epoch: the rest of that epoch, then whole epochs.
+                fit(initial_epoch, initial_epoch + 1, steps_per_epoch - done_in_epoch)
+                initial_epoch += 1
+            if initial_epoch < epochs:
+                fit(initial_epoch, epochs, steps_per_epoch)
+        except tf.errors.InvalidArgumentError as e:
+            record()
+            if "robust_ssl:" in str(e):
+                raise TrainingDivergedError(_divergence_message(e)) from None
+            raise
+
+        if multi_worker:
+            evaluation = loop.evaluate_locally(model, test_ds)
         else:
-            model.fit(
-                train_dataset(),
-                epochs=config.train.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch,
-                shuffle=False,  # the stream is already shuffled, by step
-                validation_data=test_ds if config.train.eval_every_epoch else None,
-                callbacks=callbacks,
-                verbose=config.train.verbose,
-            )
-    except tf.errors.InvalidArgumentError as e:
-        if "robust_ssl:" in str(e):
-            raise TrainingDivergedError(_divergence_message(e)) from None
-        raise
-
-    if multi_worker:
-        evaluation = loop.evaluate_locally(model, test_ds)
-    else:
-        evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
-    rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
-    results = {
-        "test_accuracy": float(evaluation["accuracy"]),
-        "test_loss": float(evaluation["loss"]),
-        "lambdas": model.lambda_values(),
-        "tasks": list(model.task_names),
-        "epochs": int(config.train.epochs),
-        "steps": int(model.optimizer.iterations.numpy()),
-        "num_train": int(num_train),
-        "num_test": int(data.num_test),
-        "skipped_images": int(data.skipped),
-        "replicas": int(strategy.num_replicas_in_sync),
-        "wall_time_s": round(time.time() - start, 1),  # this session (a resumed run: since resuming)
-        "cpu_time_s": round(time.process_time() - cpu_start, 1),
-        "device": _device_kind(),
-        "resumed_from_epoch": int(initial_epoch),
-    }
-    rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
-    return results
+            evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
+        rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
+        steps = int(model.optimizer.iterations.numpy())
+        state = record(steps)
+        results = {
+            "test_accuracy": float(evaluation["accuracy"]),
+            "test_loss": float(evaluation["loss"]),
+            "lambdas": model.lambda_values(),
+            "tasks": list(model.task_names),
+            "epochs": int(config.train.epochs),
+            "steps": steps,
+            "num_train": int(num_train),
+            "num_test": int(data.num_test),
+            "skipped_images": int(data.skipped),
+            "replicas": int(strategy.num_replicas_in_sync),
+            "wall_time_s": state["wall_time_s"],  # all sessions of the run (run_state.json)
+            "cpu_time_s": state["cpu_time_s"],
+            "session_wall_time_s": session["wall_time_s"],  # this session only
+            "sessions": len(state["sessions"]),
+            "device": _device_kind(),
+            "resumed_from_epoch": int(start_step // steps_per_epoch),
+            "resumed_from_step": int(start_step),
+        }
+        rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
+        return results
