@@ -129,6 +129,16 @@ def _device(record):
     return f"{kind} ×{count}", count
 
 
+def _trial_number(best):
+    """The best trial's number as keras-tuner prints it (from 1); older searches recorded only the id."""
+    if best.get("trial_number") is not None:
+        return best["trial_number"]
+    try:
+        return int(best["trial"]) + 1
+    except (KeyError, TypeError, ValueError):
+        return best.get("trial", "?")
+
+
 def _load_search(path, name):
     state = rundir.read_json(os.path.join(path, rundir.SEARCH))
     best = state.get("best")
@@ -153,7 +163,7 @@ def _load_search(path, name):
     if best:
         validation = state.get("validation") or {}
         summary.notes.append(
-            f"best of {trials} trials: trial {best['trial']}, val_accuracy {best['val_accuracy']:.4f} on "
+            f"best of {trials} trials: trial #{_trial_number(best)}, val_accuracy {best['val_accuracy']:.4f} on "
             f"{validation.get('source', '?')} ({validation.get('num_images', '?')} images); "
             f"clean accuracy of that trial's model (trial budget: {epochs} epoch(s)"
             f"{f' of {steps} steps' if steps else ''}); "
