@@ -233,7 +233,7 @@ def _load_training_run(path, name):
         )
     if automl and summary.initial_lambdas:
         start = ", ".join(f"{t}={v:.3g}" for t, v in summary.initial_lambdas.items())
-        summary.notes.append(f"λ learned from {start}; trajectory in the figure")
+        summary.notes.append(f"λ learned from {start}" + ("; trajectory in the figure" if trajectory else ""))
     return summary
 
 

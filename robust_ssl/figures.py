@@ -364,7 +364,10 @@ def draw_lambdas(
     Returns:
       True when curves were drawn, False when the panel holds the note.
     """
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     steps = np.asarray(steps)
     if is_constant(lambdas):
         first = {name: np.asarray(v, np.float64)[0] for name, v in lambdas.items()}

@@ -239,7 +239,7 @@ def test_heatmap_of_a_weak_model_spans_the_colours(tmp_path, drawn):
     assert image.get_clim() != (0, 100)
     assert bar.get_ylabel() == "accuracy (%)"
     assert ax.get_title().startswith("Accuracy (%) under corruption") and "clean" in ax.get_title()
-    assert ax.get_xlabel() == "severity" and ax.get_ylabel().startswith("corruption")
+    assert ax.get_xlabel().startswith("severity\n(below the line") and ax.get_ylabel() == "corruption"
     width, height = drawn["heatmap.png"].get_size_inches()
     assert width >= reports.HEATMAP_MIN_INCHES[0] and height >= reports.HEATMAP_MIN_INCHES[1]
 

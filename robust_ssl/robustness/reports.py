@@ -179,7 +179,9 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption", limits=Non
         for i in range(n_bench, len(names)):
             axes.get_yticklabels()[i].set_fontstyle("italic")
         extra = len(names) - n_bench
-        axes.set_ylabel(f"corruption (below the line, in italics: {extra} extra)")
+        axes.set_xlabel(
+            f"severity\n(below the line, in italics: the {extra} extra corruption{'s' * (extra > 1)})"
+        )
     norm = image.norm
     for i in range(len(names)):
         for j in range(len(severities)):
@@ -228,7 +230,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel("clean test set, each corruption (mean over its severities), means over corruptions")
+    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)
@@ -437,7 +439,7 @@ def plot_modes(runs, path, title):
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel("clean test set, each corruption (mean over its severities), means over corruptions")
+    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)
