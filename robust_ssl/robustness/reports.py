@@ -171,7 +171,10 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption", limits=Non
     axes.set_ylabel("corruption")
     summary = result.get("summary") or {}
     clean = summary.get("clean_accuracy")
-    axes.set_title(title + (f"; clean {100 * clean:.1f}%" if clean is not None else ""), fontsize=9)
+    heading = title + (f"; clean {100 * clean:.1f}%" if clean is not None else "")
+    if len(heading) > 8 * width:  # about the characters the figure's width holds at this size
+        heading = heading.replace(": ", ":\n", 1)
+    axes.set_title(heading, fontsize=9)
     n_bench = sum(n in cifar10c.BENCHMARK_CORRUPTIONS for n in names)
     if 0 < n_bench < len(names):
         axes.axhline(n_bench - 0.5, color="white", linewidth=3)
