@@ -55,6 +55,8 @@ class RunSummary:
       corruption_cells: how many (corruption, severity) cells that mean covers.
       corruption_source: where the corrupted images came from ("generate", "tfds", a path).
       notes: extra remarks for the report.
+      finished: False for a training run without results.json (not finished,
+        or never started).
     """
 
     name: str
@@ -75,6 +77,7 @@ class RunSummary:
     corruption_cells: int = None
     corruption_source: str = None
     notes: list = dataclasses.field(default_factory=list)
+    finished: bool = True
 
 
 def _task_names(tasks):
@@ -86,13 +89,18 @@ def _task_names(tasks):
     return [t.strip() for t in str(tasks or "").split(",") if t.strip()]
 
 
-def _trajectory(path):
+def _trajectory(path, notes):
+    """(steps, task -> λ list) of the run's lambdas.csv; None (and a note) where it holds no rows."""
     from robust_ssl import figures
 
     csv_path = os.path.join(path, rundir.LAMBDAS)
     if not os.path.isfile(csv_path):
         return None
-    steps, lambdas = figures.read_lambda_csv(csv_path)
+    try:
+        steps, lambdas = figures.read_lambda_csv(csv_path)
+    except UserError as e:  # an empty or cut-off file of a run that stopped early
+        notes.append(f"λ trajectory not drawn: {e}")
+        return None
     return [int(s) for s in steps], {k: [float(x) for x in v] for k, v in lambdas.items()}
 
 
@@ -121,6 +129,16 @@ def _device(record):
     return f"{kind} ×{count}", count
 
 
+def _trial_number(best):
+    """The best trial's number as keras-tuner prints it (from 1); older searches recorded only the id."""
+    if best.get("trial_number") is not None:
+        return best["trial_number"]
+    try:
+        return int(best["trial"]) + 1
+    except (KeyError, TypeError, ValueError):
+        return best.get("trial", "?")
+
+
 def _load_search(path, name):
     state = rundir.read_json(os.path.join(path, rundir.SEARCH))
     best = state.get("best")
@@ -145,7 +163,7 @@ def _load_search(path, name):
     if best:
         validation = state.get("validation") or {}
         summary.notes.append(
-            f"best of {trials} trials: trial {best['trial']}, val_accuracy {best['val_accuracy']:.4f} on "
+            f"best of {trials} trials: trial #{_trial_number(best)}, val_accuracy {best['val_accuracy']:.4f} on "
             f"{validation.get('source', '?')} ({validation.get('num_images', '?')} images); "
             f"clean accuracy of that trial's model (trial budget: {epochs} epoch(s)"
             f"{f' of {steps} steps' if steps else ''}); "
@@ -172,7 +190,8 @@ def _load_training_run(path, name):
     automl = bool((config.get("automl") or {}).get("enabled")) and bool(tasks)
     results_path = os.path.join(path, rundir.RESULTS)
     results = rundir.read_json(results_path) if os.path.isfile(results_path) else None
-    trajectory = _trajectory(path)
+    notes = []
+    trajectory = _trajectory(path, notes)
     if not tasks:
         kind, method = "baseline", "no tasks"
     elif automl:
@@ -196,6 +215,8 @@ def _load_training_run(path, name):
         initial_lambdas=configured if automl else None,
         trajectory=trajectory,
         budget_steps=(results or {}).get("steps"),
+        notes=notes,
+        finished=results is not None,
     )
     if results is None:
         summary.notes.append(f"no {rundir.RESULTS}: the run has not finished")
@@ -212,7 +233,7 @@ def _load_training_run(path, name):
         )
     if automl and summary.initial_lambdas:
         start = ", ".join(f"{t}={v:.3g}" for t, v in summary.initial_lambdas.items())
-        summary.notes.append(f"λ learned from {start}; trajectory in the figure")
+        summary.notes.append(f"λ learned from {start}" + ("; trajectory in the figure" if trajectory else ""))
     return summary
 
 
@@ -362,16 +383,62 @@ def markdown_table(runs, title="Runs compared"):
     return "\n".join(lines) + "\n"
 
 
-def plot_trajectories(runs, path):
+def _panel(ax, run, colours):
+    """One run's λ panel: its trajectory, or a note where there is no curve to draw."""
+    from robust_ssl import figures
+
+    subtitle = f"{run.method}: best λ" if run.kind == "search" else run.method
+    ax.set_title(f"{run.name}\n{subtitle}", fontsize=9)
+    if not run.tasks:
+        ax.set_xticks([])
+        figures.note(ax, "no tasks: no λ")
+        return
+    if run.kind == "search":
+        if not run.lambdas:
+            ax.set_xticks([])
+            figures.note(ax, "no completed trial:\nno best λ yet")
+            return
+        ax.set_xlabel("training step")
+        ax.set_xlim(0, run.budget_steps or 1)
+        lines = figures.format_values(run.lambdas)
+        figures.note(
+            ax, f"best λ found, fixed for a\ntrial of {run.budget_steps or '?'} steps:\n" + "\n".join(lines)
+        )
+        return
+    if run.trajectory:
+        steps, values = run.trajectory
+        lambdas = {task: values[task] for task in run.tasks if task in values}
+        if lambdas:
+            fixed = "λ fixed at" if run.kind == "fixed" else "λ did not move:"
+            end = figures.warmup_end(steps, lambdas)
+            if figures.draw_lambdas(
+                ax, steps, lambdas, colours, warmup_end_step=end, fontsize=8, fixed_text=fixed
+            ):
+                ax.set_ylabel("λ")
+            return
+    # No λ logged: the run never trained (or predates lambdas.csv).
+    ax.set_xticks([])
+    head = "not trained: no λ logged" if not run.finished else f"no λ logged (no {rundir.LAMBDAS})"
+    values = run.lambdas if run.kind == "fixed" else (run.initial_lambdas or {})
+    what = "λ set to" if run.kind == "fixed" else "λ starts at"
+    lines = figures.format_values(values) if values else []
+    figures.note(ax, head + (f"\n{what}:\n" + "\n".join(lines) if lines else ""))
+
+
+def plot_trajectories(runs, path, title="λ of each task against the training step, per run"):
     """λ of every task against the training step, one panel per run, side by side.
 
-    AutoML and fixed-λ runs draw their lambdas.csv; a search draws its best λ
-    as dashed constants over one trial's steps. Each task has the same colour
-    in every panel; the y axis is shared.
+    Each panel scales its own y axis, so that a small move of a learned λ shows.
+    AutoML runs draw their lambdas.csv; tasks with coinciding trajectories draw
+    as one line labelled "a = b". Where no λ moves (a fixed-λ run, a search's
+    best λ), the panel lists the values in a note instead of flat lines; a run
+    with no λ logged (not trained) gets a note saying so. Each task has the
+    same colour in every panel.
 
     Args:
       runs: list of `RunSummary`.
       path: PNG file to write (its folder is created).
+      title: the figure's title.
 
     Returns:
       path.
@@ -380,26 +447,11 @@ def plot_trajectories(runs, path):
 
     tasks = _all_tasks(runs)
     colours = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = figures.new_figure((FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1]), DPI)
-    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
+    fig = figures.new_figure((FIGSIZE_PER_RUN[0] * len(runs), FIGSIZE_PER_RUN[1] + 0.4), DPI)
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
     for ax, run in zip(axes, runs):
-        subtitle = f"{run.method}: best λ, constant" if run.kind == "search" else run.method
-        ax.set_title(f"{run.name}\n{subtitle}", fontsize=9)
-        if not run.tasks:
-            ax.set_xlabel("training step")
-            ax.text(0.5, 0.5, "no tasks", ha="center", va="center", transform=ax.transAxes)
-            continue
-        if run.trajectory and run.kind != "search":
-            steps, values = run.trajectory
-            lambdas = {task: values[task] for task in run.tasks if task in values}
-            figures.draw_lambdas(ax, steps, lambdas, colours, fontsize=8)
-        else:  # λ constant over the run (or one trial of a search)
-            lambdas = {task: [run.lambdas[task]] * 2 for task in run.tasks if task in run.lambdas}
-            style = "--" if run.kind == "search" else "-"
-            figures.draw_lambdas(
-                ax, [0, run.budget_steps or 1], lambdas, colours, style, markers=False, fontsize=8
-            )
-    axes[0].set_ylabel("λ")
+        _panel(ax, run, colours)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return figures.save_png(fig, path, DPI)
 

@@ -224,15 +224,18 @@ def warmup_end(steps, lambdas):
     return int(steps[first - 1])
 
 
-def plot_lambdas(csv_path, png_path):
+def plot_lambdas(csv_path, png_path, title=None):
     """Plots λ of every task against the training step (the paper's Fig. 2b).
 
     A dashed vertical line marks the end of the warm-up, where λ first moves,
-    when the trajectory shows it.
+    when the trajectory shows it. Tasks whose trajectories coincide share one
+    line ("rotation = color"); when no λ ever moves (fixed λ), the plot holds
+    one note listing the values instead of overlapping flat lines.
 
     Args:
       csv_path: the λ CSV of a run (<workdir>/lambdas.csv).
       png_path: PNG file to write (its folder is created).
+      title: the figure's title (default: says what is drawn).
 
     Returns:
       (png_path, warm-up end step or None).
@@ -244,37 +247,142 @@ def plot_lambdas(csv_path, png_path):
     end = warmup_end(steps, lambdas)
     fig = new_figure(LAMBDA_FIGSIZE, LAMBDA_DPI)
     ax = fig.add_subplot(1, 1, 1)
-    draw_lambdas(ax, steps, lambdas, warmup_end_step=end)
-    ax.set_ylabel("λ (weight of the task loss)")
-    ax.set_title("λ of each self-supervision task during training")
+    drawn = draw_lambdas(ax, steps, lambdas, warmup_end_step=end)
+    if drawn:
+        ax.set_ylabel("λ (weight of the task loss)")
+    ax.set_title(title or "λ of each self-supervision task during training")
     fig.tight_layout()
     return save_png(fig, png_path, LAMBDA_DPI), end
 
 
+# Two λ curves closer than this fraction of the panel's λ range (or 1e-9) draw as one.
+EQUAL_FRACTION = 1e-3
+
+
+def _span(lambdas):
+    values = np.concatenate([np.asarray(v, np.float64).ravel() for v in lambdas.values()])
+    return float(values.max() - values.min()) if values.size else 0.0
+
+
+def is_constant(lambdas):
+    """Whether no λ of any task ever moves (a fixed-λ run, or a log within the warm-up)."""
+    return all(np.all(np.asarray(v, np.float64) == np.asarray(v, np.float64)[0]) for v in lambdas.values())
+
+
+def merge_equal(lambdas):
+    """Groups tasks whose λ trajectories coincide, so that none hides another.
+
+    Two trajectories coincide when they differ nowhere by more than
+    `EQUAL_FRACTION` of the λ range of all of them (or 1e-9): drawn apart they
+    would be one line on the plot.
+
+    Args:
+      lambdas: dict task name -> λ [T].
+
+    Returns:
+      list of (label, task names, values), in the order of each group's first
+      task; the label joins the names with " = ".
+    """
+    tolerance = max(EQUAL_FRACTION * _span(lambdas), 1e-9)
+    groups = []
+    for name, values in lambdas.items():
+        values = np.asarray(values, np.float64)
+        for group in groups:
+            if group[2].shape == values.shape and np.max(np.abs(group[2] - values)) <= tolerance:
+                group[1].append(name)
+                break
+        else:
+            groups.append(["", [name], values])
+    return [(" = ".join(names), names, values) for _, names, values in groups]
+
+
+def format_values(values, digits=3):
+    """'0.5: rotation, color; 1: ir' — tasks grouped by equal λ, largest first, one group a line.
+
+    Args:
+      values: dict task name -> λ.
+      digits: significant digits.
+
+    Returns:
+      list of lines.
+    """
+    by_value = {}
+    for name, value in values.items():
+        by_value.setdefault(float(f"{float(value):.{digits}g}"), []).append(name)
+    return [
+        f"{value:.{digits}g}: {', '.join(names)}" for value, names in sorted(by_value.items(), reverse=True)
+    ]
+
+
+def note(ax, text, fontsize=9):
+    """Writes `text` in the middle of a panel that draws no curve, and clears its y axis."""
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        ha="center",
+        va="center",
+        fontsize=fontsize,
+        transform=ax.transAxes,
+        bbox=dict(boxstyle="round,pad=0.5", facecolor="0.96", edgecolor="0.7"),
+    )
+    ax.set_yticks([])
+
+
 def draw_lambdas(
-    ax, steps, lambdas, colours=None, linestyle="-", markers=True, warmup_end_step=None, fontsize=9
+    ax,
+    steps,
+    lambdas,
+    colours=None,
+    linestyle="-",
+    markers=True,
+    warmup_end_step=None,
+    fontsize=9,
+    fixed_text="λ fixed at",
 ):
     """Draws λ of each task against the training step into `ax`.
 
     The λ plot of `plot_lambdas` and of every panel of `robust_ssl.compare`.
+    Tasks whose trajectories coincide (`merge_equal`) draw as one line labelled
+    "a = b". When no λ moves at all (`is_constant`), no line is drawn: a note
+    lists the values ("λ fixed at" + `format_values`) so that flat lines do not
+    hide each other. The y axis scales to the data.
 
     Args:
       ax: matplotlib Axes.
       steps: the training steps [T].
       lambdas: dict task name -> λ [T], drawn in this order.
       colours: optional dict task name -> colour (the same task in the same
-        colour across panels).
-      linestyle: matplotlib line style ("--" for a search's constant best λ).
+        colour across panels; a merged line takes its first task's).
+      linestyle: matplotlib line style.
       markers: mark the points of a short trajectory (30 steps or fewer).
       warmup_end_step: a step to mark with a dashed vertical line (the end of
         the warm-up, see `warmup_end`), or None.
       fontsize: of the legend.
+      fixed_text: the first words of the note of a constant λ.
+
+    Returns:
+      True when curves were drawn, False when the panel holds the note.
     """
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    steps = np.asarray(steps)
+    if is_constant(lambdas):
+        first = {name: np.asarray(v, np.float64)[0] for name, v in lambdas.items()}
+        lines = format_values(first)
+        where = f"steps {steps[0]}–{steps[-1]}" if len(steps) > 1 else f"step {steps[0]}"
+        text = fixed_text + "\n" + "\n".join(lines)
+        note(ax, f"{text}\n({where}, {len(steps)} logged)", fontsize=fontsize + 1)
+        if len(steps) > 1:
+            ax.set_xlim(steps[0], steps[-1])
+        return False
     marker = "o" if markers and len(steps) <= 30 else None
-    for name, values in lambdas.items():
-        colour = (colours or {}).get(name)
+    for label, names, values in merge_equal(lambdas):
+        colour = (colours or {}).get(names[0])
         ax.plot(
-            steps, values, linestyle, color=colour, label=name, marker=marker, markersize=3, linewidth=1.6
+            steps, values, linestyle, color=colour, label=label, marker=marker, markersize=3, linewidth=1.6
         )
     if warmup_end_step is not None:
         ax.axvline(
@@ -284,6 +392,7 @@ def draw_lambdas(
             linewidth=1.0,
             label=f"end of warm-up (step {warmup_end_step})",
         )
-    ax.set_xlabel("training step")
+    ax.margins(y=0.12)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=fontsize)
+    return True

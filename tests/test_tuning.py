@@ -110,6 +110,9 @@ def test_search_reports_every_trial_and_the_best_one(search):
     workdir = search["workdir"]
     rows = read_csv(workdir / "trials.csv")
     assert [r["trial"] for r in rows] == ["0", "1"]
+    # Numbered from 1 as keras-tuner prints them ("Running Trial #1"); the id names the folder.
+    assert [r["trial_number"] for r in rows] == ["1", "2"]
+    assert list(rows[0])[:2] == ["trial_number", "trial"]
     assert all(r["status"] == "COMPLETED" for r in rows)
     for r in rows:  # the default space: λ in [0, 2]
         for task in ("rotation", "ir"):
@@ -122,19 +125,22 @@ def test_search_reports_every_trial_and_the_best_one(search):
     best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
     best = read_json(workdir / "best_lambdas.json")
     assert best["trial"] == best_row["trial"]
+    assert best["trial_number"] == int(best_row["trial_number"]) == int(best["trial"]) + 1
+    assert read_json(workdir / "search.json")["best"]["trial_number"] == best["trial_number"]
     assert best["lambdas"] == {t: pytest.approx(float(best_row[f"lambda_{t}"])) for t in ("rotation", "ir")}
     assert best["learning_rate"] is None
     assert 0.0 <= best["test_accuracy"] <= 1.0
     # The printed table: one row per trial, the best one starred.
     out = search["second"].stdout
-    assert "| trial | λ rotation | λ ir | lr | val accuracy | time (s) | status |" in out
+    assert "| trial | id | λ rotation | λ ir | lr | val accuracy | time (s) | status |" in out
     for r in rows:
         star = " *" if r["trial"] == best["trial"] else ""
-        line = next(line for line in out.splitlines() if line.startswith(f"| {r['trial']}{star} |"))
+        line = next(line for line in out.splitlines() if line.startswith(f"| {r['trial_number']}{star} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1:4] == [f"{float(r['lambda_rotation']):.3f}", f"{float(r['lambda_ir']):.3f}", "0.1000"]
-        assert cells[4] == f"{float(r['val_accuracy']):.4f}"
-    assert f"best trial {best['trial']}" in out
+        assert cells[1] == r["trial"]
+        assert cells[2:5] == [f"{float(r['lambda_rotation']):.3f}", f"{float(r['lambda_ir']):.3f}", "0.1000"]
+        assert cells[5] == f"{float(r['val_accuracy']):.4f}"
+    assert f"best trial #{best['trial_number']} (keras_tuner/trial_{best['trial']})" in out
 
 
 def test_trials_are_scored_on_the_automl_meta_validation_set(search):
@@ -230,6 +236,7 @@ def test_an_interrupted_trial_is_run_again_with_the_same_values(tmp_path, monkey
 
     result = search_lib.search(config, str(tmp_path), max_trials=2, epochs=1, log=lambda _: None)
     assert [r["trial"] for r in result["rows"]] == ["0", "1"]
+    assert [r["trial_number"] for r in result["rows"]] == [1, 2]  # the retried trial keeps its number
     assert all(r["status"] == "COMPLETED" for r in result["rows"])
     finished = read_json(tmp_path / "keras_tuner" / "trial_0" / "trial.json")
     assert finished["hyperparameters"]["values"] == started["hyperparameters"]["values"]

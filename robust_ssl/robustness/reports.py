@@ -99,40 +99,109 @@ def markdown_table(result, comparison=None, title=None):
     return "\n".join(lines) + "\n"
 
 
-def plot_heatmap(result, path, title="Accuracy (%) under corruption"):
+MIN_COLOUR_SPAN = 10.0  # points of accuracy
+
+
+def colour_limits(*results):
+    """(vmin, vmax) in % of a heat map's colour scale: the range of the cells' accuracies.
+
+    From the data, so that a weak model's cells (all under 20%, say) still span
+    the colours; rounded outwards to whole points and widened to
+    `MIN_COLOUR_SPAN` points at least (within 0–100), so that cells a point
+    apart do not look far apart. Several results (the adaptation modes) share
+    one scale.
+
+    Args:
+      *results: results dicts with "cells".
+
+    Returns:
+      (vmin, vmax), or (0, 100) when no cell has an accuracy.
+    """
+    values = [100 * c["accuracy"] for r in results for c in r["cells"] if c.get("accuracy") is not None]
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return 0.0, 100.0
+    low, high = float(np.floor(min(values))), float(np.ceil(max(values)))
+    if high - low < MIN_COLOUR_SPAN:
+        middle = (low + high) / 2
+        low = float(np.clip(np.floor(middle - MIN_COLOUR_SPAN / 2), 0, 100 - MIN_COLOUR_SPAN))
+        high = low + MIN_COLOUR_SPAN
+    return low, high
+
+
+def text_colour(rgba):
+    """Black on a light background, white on a dark one (relative luminance, ITU-R BT.709)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+HEATMAP_MIN_INCHES = (5.0, 3.2)
+
+
+def plot_heatmap(result, path, title="Accuracy (%) under corruption", limits=None):
     """Heat map of accuracy, corruptions (rows) x severities (columns), annotated.
+
+    The colour scale spans the data (`colour_limits`) unless `limits` says
+    otherwise; a line divides the 15 benchmark corruptions from the 4 extra
+    ones; each cell's number is black or white by its background's luminance;
+    an absent cell is grey and marked "n/a".
+
+    Args:
+      result: results dict with "cells" (and "summary" for the clean accuracy).
+      path: PNG path.
+      title: first part of the title (the clean accuracy is appended).
+      limits: (vmin, vmax) of the colour scale in %, or None (from the data).
 
     Returns:
       The path written.
     """
+    import matplotlib
+
     names, severities, acc = _grid(result, "accuracy")
-    figure = figures.new_figure((1.3 + 0.75 * len(severities), 0.8 + 0.32 * len(names)), DPI)
+    vmin, vmax = limits or colour_limits(result)
+    width = max(HEATMAP_MIN_INCHES[0], 2.9 + 0.7 * len(severities))
+    height = max(HEATMAP_MIN_INCHES[1], 1.3 + 0.3 * len(names))
+    figure = figures.new_figure((width, height), DPI)
     axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(100 * acc, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    image = axes.imshow(np.ma.masked_invalid(100 * acc), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
     axes.set_xticks(range(len(severities)), [str(s) for s in severities])
-    axes.set_yticks(range(len(names)), names)
+    axes.set_yticks(range(len(names)), names, fontsize=8)
     axes.set_xlabel("severity")
-    clean = result["summary"].get("clean_accuracy")
-    axes.set_title(title + (f"; clean {100 * clean:.1f}%" if clean is not None else ""), fontsize=9)
+    axes.set_ylabel("corruption")
+    summary = result.get("summary") or {}
+    clean = summary.get("clean_accuracy")
+    heading = title + (f"; clean {100 * clean:.1f}%" if clean is not None else "")
+    if len(heading) > 8 * width:  # about the characters the figure's width holds at this size
+        heading = heading.replace(": ", ":\n", 1)
+    axes.set_title(heading, fontsize=9)
+    n_bench = sum(n in cifar10c.BENCHMARK_CORRUPTIONS for n in names)
+    if 0 < n_bench < len(names):
+        axes.axhline(n_bench - 0.5, color="white", linewidth=3)
+        axes.axhline(n_bench - 0.5, color="black", linewidth=1, gid="benchmark-divider")
+        for i in range(n_bench, len(names)):
+            axes.get_yticklabels()[i].set_fontstyle("italic")
+        extra = len(names) - n_bench
+        axes.set_xlabel(
+            f"severity\n(below the line, in italics: the {extra} extra corruption{'s' * (extra > 1)})"
+        )
+    norm = image.norm
     for i in range(len(names)):
         for j in range(len(severities)):
-            if not np.isnan(acc[i, j]):
-                v = 100 * acc[i, j]
-                axes.text(
-                    j,
-                    i,
-                    f"{v:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="black" if v > 60 else "white",
-                )
-    figure.colorbar(image, ax=axes, fraction=0.05)
+            if np.isnan(acc[i, j]):
+                axes.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="black")
+                continue
+            v = 100 * acc[i, j]
+            axes.text(
+                j, i, f"{v:.0f}", ha="center", va="center", fontsize=8, color=text_colour(cmap(norm(v)))
+            )
+    bar = figure.colorbar(image, ax=axes, fraction=0.06, pad=0.03)
+    bar.set_label("accuracy (%)")
     figure.tight_layout()
     return figures.save_png(figure, path, DPI)
 
 
-def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")):
+def plot_comparison(result, path, baseline=None, labels=("this run", "baseline"), title=None):
     """Bar chart: clean accuracy and mean accuracy per corruption, per run.
 
     Args:
@@ -140,10 +209,13 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
       path: PNG path.
       baseline: optional results dict of another run (same cells compared).
       labels: legend names of this run and the baseline.
+      title: the chart's title (default: names the run, and the baseline).
 
     Returns:
       The path written.
     """
+    if title is None:
+        title = f"Accuracy under corruption: {labels[0]}" + (f" vs {labels[1]}" if baseline else "")
     runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
     names, _, _ = _grid(result, "accuracy")
     groups = ["clean", *names, "mean (15)", "mean (all)"]
@@ -161,8 +233,10 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
+    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
+    axes.set_title(title, fontsize=9)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -265,11 +339,17 @@ def write_reports(
     markdown = markdown_table(result, comparison, title)
     if "modes" in result:
         markdown = adaptation_table(result) + "\n" + markdown
+    heat_title = f"Accuracy (%) under corruption: {labels[0]}"
+    modes = list(result.get("modes") or {})
+    # The modes' heat maps share one colour scale, so that colours compare across them.
+    limits = colour_limits(*result["modes"].values()) if modes else None
     written = {
         "csv": write_csv(result, path["csv"]),
         "json": write_json(result, path["json"]),
         "markdown": rundir.write_text(path["markdown"], markdown),
-        "heatmap": plot_heatmap(result, path["heatmap"]),
+        "heatmap": plot_heatmap(
+            result, path["heatmap"], heat_title + (f", adaptation: {modes[0]}" if modes else ""), limits
+        ),
     }
     if "modes" not in result:
         written["comparison"] = plot_comparison(result, path["comparison"], baseline, labels)
@@ -281,7 +361,7 @@ def write_reports(
     stem, ext = os.path.splitext(path["heatmap"])
     for mode, entry in list(result["modes"].items())[1:]:
         written[f"heatmap_{mode}"] = plot_heatmap(
-            entry, f"{stem}_{mode}{ext}", title=f"Accuracy (%) under corruption, adaptation: {mode}"
+            entry, f"{stem}_{mode}{ext}", f"{heat_title}, adaptation: {mode}", limits
         )
     return written
 
@@ -362,6 +442,7 @@ def plot_modes(runs, path, title):
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
+    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)

@@ -352,7 +352,12 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     config_utils.write(trial_config, workdir)
     rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), data.record)
 
+    number = next(
+        (r["trial_number"] for r in rows if r["trial"] == best_trial.trial_id),
+        trials.trial_number(best_trial.trial_id),
+    )
     best = {
+        "trial_number": number,
         "trial": best_trial.trial_id,
         OBJECTIVE: float(best_trial.score),
         "lambdas": lambdas,
@@ -371,8 +376,8 @@ def _finish(kt, recorder, hypermodel, data, config, config_file, workdir, task_n
     )
     description = (
         f"The best λ of a {state['tuner']} keras-tuner search in {os.path.abspath(workdir)}\n"
-        f"(trial {best_trial.trial_id} of {len(rows)}: val_accuracy {best_trial.score:.4f} on "
-        f"{data.record['source']}, {data.num_validation} images)."
+        f"(trial #{number} of {len(rows)}, keras_tuner/trial_{best_trial.trial_id}: "
+        f"val_accuracy {best_trial.score:.4f} on {data.record['source']}, {data.num_validation} images)."
     )
     path = os.path.join(workdir, rundir.BEST_CONFIG)
     source = best_config.render_best_config(config_file, config, best, description, output_path=path)
@@ -396,7 +401,8 @@ def summary(result, workdir):
     lines = [
         result["table"],
         "",
-        f"best trial {best['trial']}: val_accuracy {best[OBJECTIVE]:.4f}, "
+        f"best trial #{best.get('trial_number', best['trial'])} (keras_tuner/trial_{best['trial']}): "
+        f"val_accuracy {best[OBJECTIVE]:.4f}, "
         f"clean test accuracy {best['test_accuracy']:.4f}",
         "best λ: " + ", ".join(f"{k}={v:.4f}" for k, v in best["lambdas"].items()),
     ]

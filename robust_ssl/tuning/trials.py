@@ -2,6 +2,11 @@
 
 `trial_rows(tuner, task_names)` reads keras-tuner's oracle: per trial its λ,
 learning rate, val accuracy, status and time (from search.json).
+
+Trials are numbered from 1, as keras-tuner prints them ("Running Trial #1"):
+`trial_number` in trials.csv, best_lambdas.json, search.json's "best" and the
+table. keras-tuner's own id (from 0, zero-padded: the folder
+keras_tuner/trial_<id>) stays beside it as `trial`.
 """
 
 from robust_ssl import rundir
@@ -17,17 +22,22 @@ def trial_rows(tuner, task_names, recorder_state=None):
       recorder_state: the search.json dict (for trial times), optional.
 
     Returns:
-      list of dicts: trial, status, lambda_<task>..., learning_rate,
+      list of dicts: trial_number (from 1, as keras-tuner prints it), trial
+      (keras-tuner's id), status, lambda_<task>..., learning_rate,
       val_accuracy (None if unfinished or failed), wall_time_s.
     """
     times = (recorder_state or {}).get("trials", {})
     rows = []
     oracle = tuner.oracle
     order = list(oracle.start_order) or sorted(oracle.trials)
-    for trial_id in order:
+    for position, trial_id in enumerate(order):
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
-        row = {"trial": trial_id, "status": str(trial.status)}
+        row = {
+            "trial_number": trial_number(trial_id, position),
+            "trial": trial_id,
+            "status": str(trial.status),
+        }
         for name in task_names:
             row[lambda_hp_name(name)] = values.get(lambda_hp_name(name))
         row[LEARNING_RATE] = values.get(LEARNING_RATE)
@@ -38,6 +48,19 @@ def trial_rows(tuner, task_names, recorder_state=None):
         row["wall_time_s"] = times.get(trial_id, {}).get("wall_time_s")
         rows.append(row)
     return rows
+
+
+def trial_number(trial_id, position=None):
+    """The number keras-tuner prints for a trial ("Running Trial #1"): its id + 1.
+
+    keras-tuner makes the id of the n-th trial it creates from n - 1 (zero-padded)
+    and prints n. An id that is not a number (another oracle) falls back to
+    `position` + 1 (the trial's place in start order).
+    """
+    try:
+        return int(trial_id) + 1
+    except (TypeError, ValueError):
+        return None if position is None else position + 1
 
 
 def _fmt(value, digits=4):
@@ -55,18 +78,19 @@ def results_table(rows, task_names, base_learning_rate, best_trial=None):
       rows: from `trial_rows`.
       task_names: the searched tasks.
       base_learning_rate: shown for trials that did not search the learning rate.
-      best_trial: id of the best trial (marked with *).
+      best_trial: keras-tuner id of the best trial (marked with *).
 
     Returns:
-      The table as a string.
+      The table as a string; "trial" is the number keras-tuner prints (from 1),
+      "id" its folder's id (keras_tuner/trial_<id>).
     """
     hyperband = any("epochs" in r for r in rows)
-    header = ["trial", *[f"λ {n}" for n in task_names], "lr", *(["epochs"] if hyperband else [])]
+    header = ["trial", "id", *[f"λ {n}" for n in task_names], "lr", *(["epochs"] if hyperband else [])]
     header += ["val accuracy", "time (s)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lr = r[LEARNING_RATE] if r[LEARNING_RATE] is not None else base_learning_rate
-        cells = [r["trial"] + (" *" if r["trial"] == best_trial else "")]
+        cells = [f"{r['trial_number']}" + (" *" if r["trial"] == best_trial else ""), r["trial"]]
         cells += [_fmt(r[lambda_hp_name(n)], 3) for n in task_names]
         cells += [_fmt(float(lr), 4)]
         if hyperband:
