@@ -22,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils, distribute, loop, rundir
+from robust_ssl import config_utils, distribute, loop, preflight, rundir
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError
 from robust_ssl.model import RobustSSLModel
@@ -237,7 +237,7 @@ def train_and_evaluate(config, workdir):
       UserError: data not available, workdir holding another run.
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
-    config_utils.validate(config)
+    preflight.check(config)  # config, data, devices, batches: before anything is written
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
     if not distribute.is_chief(strategy):
