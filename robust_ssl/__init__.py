@@ -15,6 +15,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
+# The command-line tools hide TensorFlow's C++ start-up logs (--log_level): set
+# before the import below brings in TensorFlow.
+from robust_ssl import _quiet  # noqa: E402
+
+_quiet.at_import()
+
 # The modules whose classes carry @keras.saving.register_keras_serializable
 # (tests/test_cli.py checks that none is missing here).
 from robust_ssl import model  # noqa: E402, F401

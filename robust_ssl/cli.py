@@ -35,6 +35,78 @@ def user_errors():
         sys.exit(2)
 
 
+def _files_under(directory):
+    """The relative paths of every file and folder under `directory` (None if it does not exist)."""
+    if not os.path.isdir(directory):
+        return None
+    found = set()
+    for root, dirs, files in os.walk(directory):
+        rel = os.path.relpath(root, directory)
+        found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
+    return found
+
+
+@contextlib.contextmanager
+def workdir_kept_on_start_failure(workdir):
+    """On a UserError before training has written a checkpoint, removes what the run added to `workdir`.
+
+    Most mistakes are found before anything is written (`robust_ssl.preflight`);
+    this undoes the rest (a data folder without images, a hold-out larger than
+    the data, …), so that a failed start leaves the workdir as it was and the
+    corrected command starts cleanly. Files that were there before are never
+    touched; once a checkpoint exists, nothing is removed.
+
+    Args:
+      workdir: the run's directory.
+    """
+    import shutil
+
+    from robust_ssl.errors import TrainingDivergedError
+
+    before = _files_under(workdir)
+    try:
+        yield
+    except UserError as e:
+        if not isinstance(e, TrainingDivergedError):
+            after = _files_under(workdir) or set()
+            added = after - (before or set())
+            if not any(
+                p.startswith("checkpoints" + os.sep) or os.sep + "checkpoints" + os.sep in p for p in added
+            ):
+                if before is None:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                else:
+                    for rel in sorted(added, key=len, reverse=True):  # files and sub-folders first
+                        path = os.path.join(workdir, rel)
+                        if os.path.isdir(path) and not os.path.islink(path):
+                            shutil.rmtree(path, ignore_errors=True)
+                        elif os.path.lexists(path):
+                            os.remove(path)
+        raise
+
+
+@contextlib.contextmanager
+def lost_workers(config, workdir):
+    """Turns a lost peer of a multi-worker run into a UserError: one line, naming it.
+
+    Args:
+      config: the run's ConfigDict (only `distribute=multi_worker` is affected).
+      workdir: the run's directory (to name the checkpoint a restart resumes from).
+    """
+    try:
+        yield
+    except Exception as e:
+        if config.get("distribute", "none") != "multi_worker":
+            raise
+        from robust_ssl import distribute, rundir
+
+        if not distribute.is_lost_peer_error(e):
+            raise
+        path = rundir.latest_checkpoint(os.path.join(workdir, rundir.CHECKPOINTS))
+        epoch = rundir.checkpoint_epoch(path) if path else None
+        raise UserError(distribute.lost_worker_message(e, epoch)) from None
+
+
 def summary(results, workdir):
     """A short human-readable end-of-run report."""
     lines = [f"clean test accuracy: {results['test_accuracy']:.4f}"]
@@ -125,8 +197,15 @@ def main(argv=None):
 
     from absl import app, flags
 
-    from robust_ssl import configs
+    from robust_ssl import _quiet, configs
 
+    rest, level = _pop_log_level(rest)
+    if level not in _quiet.LEVELS:
+        print(f"error: --log_level must be one of {', '.join(_quiet.LEVELS)}; got {level!r}", file=sys.stderr)
+        return 2
+    # Effective where TensorFlow is not imported yet (robust_ssl/_quiet.py sets
+    # it earlier for the console script).
+    _quiet.set_tf_cpp_level(level, explicit=level != _quiet.DEFAULT)
     # absl and ml_collections read sys.argv (the config flag finds its
     # overrides there), so it holds this command's arguments from here on.
     prog = f"{PROG} {name}"
@@ -144,8 +223,89 @@ def main(argv=None):
                 raise UserError(str(e)) from e
             rest = configs.resolve_argv(rest, config_flag)
         sys.argv = [prog, *rest]
-    app.run(module.main, argv=sys.argv)
+    app.run(module.main, argv=sys.argv, flags_parser=_flags_parser(config_flag, level))
     return 0
+
+
+def _pop_log_level(args):
+    """(args without `--log_level[=| ]X`, X or the default level); stops at `--`."""
+    from robust_ssl import _quiet
+
+    out, level, i = [], _quiet.DEFAULT, 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out += args[i:]
+            break
+        if arg.startswith(_quiet.FLAG + "="):
+            level = arg[len(_quiet.FLAG) + 1 :]
+        elif arg == _quiet.FLAG and i + 1 < len(args):
+            level = args[i + 1]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out, level
+
+
+def _flags_parser(config_flag, level):
+    """absl's flags_parser for a command: one `error:` line and status 2 for any flag mistake.
+
+    Args:
+      config_flag: the name of the command's config flag, or None.
+      level: the `--log_level` (one of `robust_ssl._quiet.LEVELS`).
+
+    Returns:
+      A function(argv) -> the arguments left after the flags.
+    """
+
+    def parse(argv):
+        from absl import flags
+
+        from robust_ssl import _quiet
+
+        try:
+            args = flags.FLAGS(argv)
+        except Exception as e:  # absl flag errors, ml_collections override and config-file errors
+            message = _flag_error(e, argv, config_flag)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+        _quiet.apply_python_level(level)
+        return args
+
+    return parse
+
+
+def _flag_error(error, argv, config_flag):
+    """The one-line message of a failed flag parse: an unknown config key is named, with a hint."""
+    from absl import flags
+
+    from robust_ssl import config_utils, configs
+
+    if config_flag:
+        keys = config_utils.override_keys(argv[1:], config_flag)
+        if keys:
+            try:
+                value = flags.FLAGS[config_flag].default_as_str or ""
+                for i, arg in enumerate(argv[1:]):
+                    if arg.startswith((f"--{config_flag}=", f"-{config_flag}=")):
+                        value = arg.partition("=")[2]
+                    elif arg in (f"--{config_flag}", f"-{config_flag}") and i + 2 < len(argv):
+                        value = argv[i + 2]
+                config = configs.load(value.strip("'\""))
+            except Exception:
+                config = None
+            if config is not None:
+                for key in keys:
+                    message = config_utils.unknown_key(config, key)
+                    if message:
+                        return message
+    text = str(getattr(error, "message", None) or error) or type(error).__name__
+    lines = [line.strip() for line in text.strip().strip("'\"").splitlines() if line.strip()]
+    first = lines[0] if lines else type(error).__name__
+    if not isinstance(error, flags.Error):
+        first = f"{type(error).__name__}: {first}"
+    return first
 
 
 if __name__ == "__main__":

@@ -229,3 +229,58 @@ def differences(config, workdir):
         return []
     with open(path) as f:
         return changed_keys(json.load(f), recorded(config))
+
+
+def all_keys(config, prefix=""):
+    """Every dotted key of a nested dict or ConfigDict: the leaves and the nodes above them."""
+    out = []
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if hasattr(v, "items"):
+            out += all_keys(v, key + ".")
+    return out
+
+
+def unknown_key(config, key):
+    """The one-line message for a dotted key the config does not have, or None if it has it.
+
+    Args:
+      config: a ConfigDict (or nested dict).
+      key: a dotted key such as "train.epochs".
+
+    Returns:
+      `unknown config key train.epoch; did you mean train.epochs?` (the
+      hint from difflib, left out when nothing is close), or None.
+    """
+    import difflib
+
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "items") or part not in node:
+            close = difflib.get_close_matches(key, all_keys(config), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return f"unknown config key {key}{hint}"
+        node = node[part]
+    return None
+
+
+def override_keys(argv, flag="config"):
+    """The dotted keys of `--<flag>.<key>=<value>` overrides in command-line arguments.
+
+    Args:
+      argv: arguments (the program name may be among them).
+      flag: the config flag's name.
+
+    Returns:
+      The keys, in order.
+    """
+    keys = []
+    for arg in argv:
+        if arg == "--":
+            break
+        for spelling in (f"--{flag}.", f"-{flag}."):
+            if arg.startswith(spelling):
+                keys.append(arg[len(spelling) :].partition("=")[0])
+                break
+    return keys

@@ -20,6 +20,17 @@ from robust_ssl.errors import ConfigError
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
+# A lost worker: its peers' collectives fail at once when its connection is
+# reset; a worker that hangs is found by the strategy's health check (every
+# HEALTH_CHECK_INTERVAL_S, answer within HEALTH_CHECK_TIMEOUT_S); a
+# collective that waits longer than COLLECTIVE_TIMEOUT_S is aborted (long
+# enough for a slow peer's first step, which traces and compiles).
+HEALTH_CHECK_INTERVAL_S = 15
+HEALTH_CHECK_TIMEOUT_S = 10
+COLLECTIVE_TIMEOUT_S = 600
+# What TensorFlow raises when a collective loses a peer.
+LOST_PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError")
+
 
 def make_strategy(kind="none", devices=""):
     """Builds the strategy a config names.
@@ -44,7 +55,7 @@ def make_strategy(kind="none", devices=""):
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as e:
             raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     raise ConfigError(f"distribute must be one of {STRATEGIES}; got {kind!r}")
 
 
@@ -64,3 +75,92 @@ def is_chief(strategy):
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy with a collective timeout and a faster health check."""
+    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
+
+    extended = getattr(cars, "CollectiveAllReduceExtended", None)
+    # The health-check period is a class attribute of TensorFlow's (no public option).
+    if extended is not None and hasattr(extended, "_check_health_interval"):
+        extended._check_health_interval = HEALTH_CHECK_INTERVAL_S
+        extended._check_health_timeout = HEALTH_CHECK_TIMEOUT_S
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def is_lost_peer_error(error):
+    """Whether a TensorFlow error means that a peer worker of a collective is gone.
+
+    Args:
+      error: an exception.
+
+    Returns:
+      True for UnavailableError, DeadlineExceededError, CancelledError and
+      AbortedError, and for InternalError/UnknownError mentioning an aborted
+      collective or a lost connection.
+    """
+    if not isinstance(error, tf.errors.OpError):
+        return False
+    if type(error).__name__ in LOST_PEER_ERRORS:
+        return True
+    text = str(error).lower()
+    return isinstance(error, (tf.errors.InternalError, tf.errors.UnknownError)) and any(
+        word in text for word in ("collective", "abort", "connection reset", "socket closed", "peer")
+    )
+
+
+def lost_worker(error, tf_config=None):
+    """The worker a lost-peer error names: "worker 1 (127.0.0.1:2223)", or None if it names none.
+
+    Args:
+      error: the TensorFlow error (its message names `/job:<type>/.../task:<index>`).
+      tf_config: TF_CONFIG's JSON text (default: the environment variable).
+
+    Returns:
+      A short description of the other worker, or None.
+    """
+    import re
+
+    text = tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "")
+    try:
+        parsed = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        parsed = {}
+    cluster, me = parsed.get("cluster", {}), parsed.get("task", {})
+    mine = (me.get("type"), me.get("index"))
+    for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error)):
+        if (job, int(index)) == mine:
+            continue
+        addresses = cluster.get(job, [])
+        address = f" ({addresses[int(index)]})" if int(index) < len(addresses) else ""
+        return f"{job} {index}{address}"
+    for address in re.findall(r"\b[\w.-]+:\d{2,5}\b", str(error)):
+        for job, addresses in cluster.items():
+            if address in addresses and (job, addresses.index(address)) != mine:
+                return f"{job} {addresses.index(address)} ({address})"
+    return None
+
+
+def lost_worker_message(error, checkpoint_epoch=None):
+    """The one line a surviving worker prints when a peer is lost.
+
+    Args:
+      error: the TensorFlow error.
+      checkpoint_epoch: the epoch of the newest checkpoint (None or 0: none yet).
+
+    Returns:
+      The message, naming the lost worker where the error does, and saying that
+      restarting every worker with the same command resumes the run.
+    """
+    who = lost_worker(error)
+    where = (
+        f"from the last checkpoint (epoch {checkpoint_epoch})"
+        if checkpoint_epoch
+        else "from the last checkpoint (none yet: from the start)"
+    )
+    return (
+        f"lost contact with {who or 'another worker'} of the multi-worker run "
+        f"({type(error).__name__}); restart every worker with the same command to resume {where}"
+    )

@@ -82,11 +82,15 @@ def custom_fit(
       epochs, steps_per_epoch, initial_epoch: as in `fit`.
       callbacks: Keras callbacks.
       validation_data: optional (image, label) batches evaluated after each epoch.
-      verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+      verbose: 0 silent, 1 progress bar, 2 one line per epoch, "auto" (1 on a
+        terminal, else 2).
 
     Returns:
       The `keras.callbacks.History`.
     """
+    from robust_ssl._quiet import keras_verbose
+
+    verbose = keras_verbose(verbose)
     iterator = iter(per_replica_dataset(global_dataset_fn, strategy))
     train_function = model.make_train_function()
     history = keras.callbacks.History()

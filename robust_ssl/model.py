@@ -272,6 +272,29 @@ class RobustSSLModel(keras.Model):
         self.meta_optimizer = meta_optimizer or keras.optimizers.SGD(0.01)
         self.meta_optimizer.build([self.lambdas])
 
+    def fit(self, *args, verbose="auto", **kwargs):
+        """`keras.Model.fit`, with verbose="auto" resolved by `robust_ssl._quiet.keras_verbose`.
+
+        "auto" is a progress bar on a terminal and one line per epoch in a
+        redirected log (no carriage returns); other values are Keras' own.
+
+        Returns:
+          The `keras.callbacks.History`.
+        """
+        from robust_ssl._quiet import keras_verbose
+
+        return super().fit(*args, verbose=keras_verbose(verbose), **kwargs)
+
+    def evaluate(self, *args, verbose="auto", **kwargs):
+        """`keras.Model.evaluate`, with verbose="auto" resolved as in `fit`.
+
+        Returns:
+          What `keras.Model.evaluate` returns.
+        """
+        from robust_ssl._quiet import keras_verbose
+
+        return super().evaluate(*args, verbose=keras_verbose(verbose), **kwargs)
+
     def get_compile_config(self):
         config = super().get_compile_config()
         if config is not None and self.meta_optimizer is not None:

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils, distribute, loop, rundir
+from robust_ssl import config_utils, distribute, loop, preflight, rundir
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.model import RobustSSLModel
@@ -312,7 +312,7 @@ def train_and_evaluate(config, workdir):
         by another process, no checkpoint that loads.
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
-    config_utils.validate(config)
+    preflight.check(config)  # config, data, devices, batches: before anything is written
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
     if not distribute.is_chief(strategy):

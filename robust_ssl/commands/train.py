@@ -3,10 +3,16 @@ r"""Trains a robust_ssl model; re-running the same command resumes it.
   robust-ssl train --config=smoke --workdir=runs/smoke
   robust-ssl train --config=rotation --workdir=runs/rot --config.train.epochs=1
   robust-ssl train --config=runs/tune/best_config.py --workdir=runs/tuned
+  robust-ssl train --config=smoke --workdir=runs/smoke --dry_run
 
 --config takes a packaged config by name or a config file; --config.<key>=<value>
-overrides any field.
+overrides any field. Everything that can be checked before training (the
+config, the data, config.devices, batch sizes against the replicas) is checked
+before anything is written; --dry_run does only that and prints the resolved
+config. --log_level=info shows TensorFlow's start-up logs.
 """
+
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -17,13 +23,32 @@ from robust_ssl import cli, configs
 CONFIG_FLAG = configs.FLAG
 _CONFIG = config_flags.DEFINE_config_file(CONFIG_FLAG, configs.path(configs.DEFAULT), configs.help_text())
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Check the config, data, devices and batch sizes, print the resolved config and stop; writes nothing.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-    from robust_ssl.train import train_and_evaluate
+    from robust_ssl import preflight
 
+    config, workdir = _CONFIG.value, _WORKDIR.value
     with cli.user_errors():
         cli.no_arguments(argv)
-        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    print(cli.summary(results, _WORKDIR.value))
+        if _DRY_RUN.value:
+            replicas = preflight.check(config)
+            print(preflight.describe(config))
+            print(
+                f"dry run: config, data, devices and batch sizes are valid ({replicas} replica(s)); "
+                f"nothing was written to {workdir}"
+            )
+            return
+        print("resolved config:\n" + preflight.describe(config), flush=True)
+        with cli.workdir_kept_on_start_failure(workdir), cli.lost_workers(config, workdir):
+            from robust_ssl.train import train_and_evaluate
+
+            results = train_and_evaluate(config, workdir)
+    print(cli.summary(results, workdir))
+    sys.stdout.flush()

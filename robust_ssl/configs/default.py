@@ -94,7 +94,9 @@ def get_config():
     config.train.checkpoint_every_steps = 0
     config.train.checkpoint_every_minutes = 15.0
     config.train.keep_checkpoints = 2
-    config.train.verbose = 1  # Keras progress bar; 2 = one line per epoch
+    # "auto": a Keras progress bar (1) on a terminal, one line per epoch (2)
+    # when the output is redirected; 0 = silent.
+    config.train.verbose = config_dict.FieldReference("auto", field_type=object)
     config.train.overwrite = False  # allow a workdir that holds a different run
 
     config.automl = ml_collections.ConfigDict()

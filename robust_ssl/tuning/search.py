@@ -314,9 +314,11 @@ def search(
     done = len(kt.oracle.trials)
     if done:
         log(f"resuming the search in {workdir}: {done} trial(s) there, max_trials={max_trials}")
+    from robust_ssl._quiet import keras_verbose
+
     tensorboard = keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), write_graph=False)
     try:
-        kt.search(callbacks=[tensorboard], verbose=config.train.verbose)
+        kt.search(callbacks=[tensorboard], verbose=keras_verbose(config.train.verbose))
     except RuntimeError as e:  # keras-tuner gives up after consecutive failed trials
         if "consecutive failures" not in str(e):
             raise

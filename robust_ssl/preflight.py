@@ -1,0 +1,230 @@
+"""Checks that run before a command writes anything: config, data, devices, batches.
+
+`check(config)` raises a `UserError` (one line) for every mistake it can see
+without training: an invalid setting (`config_utils.validate`), a data
+folder that is missing or unreadable, an unknown or unavailable tfds set,
+`config.devices` naming devices this machine does not have, and batch sizes
+that do not divide by the replica count the strategy will have. It reads no
+images and builds no strategy, so it is cheap and safe before
+`MultiWorkerMirroredStrategy` (which must be the first thing TensorFlow runs)
+and in `robust-ssl train --dry_run`.
+"""
+
+import json
+import os
+
+from robust_ssl import config_utils
+from robust_ssl.errors import ConfigError, UserError
+
+
+def check(config):
+    """Validates everything about a run that can be checked before it starts.
+
+    Args:
+      config: the experiment ConfigDict.
+
+    Returns:
+      The number of replicas the run's strategy will have.
+
+    Raises:
+      ConfigError: an invalid setting, devices that do not exist, batch sizes
+        that do not divide by the replicas.
+      UserError: data that cannot be found or read.
+    """
+    config_utils.validate(config)
+    check_data(config.data)
+    kind = config.get("distribute", "none")
+    devices = str(config.get("devices", "") or "")
+    check_devices(kind, devices)
+    replicas = expected_replicas(kind, devices)
+    check_batches(config, replicas)
+    return replicas
+
+
+def check_data(data_config):
+    """Checks that the data a config names can be found, without reading images.
+
+    Args:
+      data_config: `config.data`.
+
+    Raises:
+      UserError: a missing or unreadable folder, an unknown tfds name, a tfds
+        set that is neither prepared nor downloadable.
+    """
+    source = data_config.get("source", "tfds")
+    if source == "folder":
+        folder = str(data_config.get("folder", "") or "")
+        if not folder:
+            raise UserError("data.source=folder needs --config.data.folder=<dir of class folders>")
+        if not os.path.isdir(folder):
+            what = "is not a folder" if os.path.exists(folder) else "does not exist"
+            raise UserError(f"image folder {folder!r} (data.folder) {what}")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise UserError(f"image folder {folder!r} (data.folder) is not readable")
+    elif source == "tfds":
+        _check_tfds(data_config)
+    elif source != "synthetic":
+        from robust_ssl.data.datasets import SOURCES
+
+        raise UserError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
+
+
+def _check_tfds(data_config):
+    import difflib
+
+    import tensorflow_datasets as tfds
+
+    name = data_config.get("name", "cifar10")
+    builders = tfds.list_builders()
+    if name not in builders:
+        close = difflib.get_close_matches(name, builders, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (tfds.list_builders() lists them)"
+        raise UserError(f"unknown tfds dataset {name!r} (data.name){hint}")
+    data_dir = data_config.get("data_dir") or None
+    if data_dir and not os.path.isdir(data_dir):
+        raise UserError(f"tfds data_dir {data_dir!r} (data.data_dir) does not exist")
+    manual_dir = data_config.get("manual_dir") or None
+    if manual_dir and not os.path.isdir(manual_dir):
+        raise UserError(f"tfds manual_dir {manual_dir!r} (data.manual_dir) does not exist")
+    if not data_config.get("download", True) and not manual_dir:
+        if not tfds.builder(name, data_dir=data_dir).is_prepared():
+            from robust_ssl.data.datasets import _no_data_message
+
+            raise UserError(_no_data_message(name, "not prepared and downloads are off"))
+
+
+def device_names(devices):
+    """The device names of a `config.devices` string ("" → [])."""
+    return [d.strip() for d in str(devices).split(",") if d.strip()]
+
+
+def _key(name):
+    """(TYPE, index) of a device name such as "/gpu:0" or "/job:x/device:GPU:0"."""
+    import tensorflow as tf
+
+    try:
+        spec = tf.DeviceSpec.from_string(name)
+    except ValueError:
+        raise ConfigError(f"config.devices: {name!r} is not a device name such as /gpu:0 or /cpu:0") from None
+    if not spec.device_type:
+        raise ConfigError(f"config.devices: {name!r} is not a device name such as /gpu:0 or /cpu:0")
+    return spec.device_type.upper(), spec.device_index or 0
+
+
+def check_devices(kind, devices):
+    """Checks `config.devices` against the logical devices of this machine.
+
+    Args:
+      kind: `config.distribute`.
+      devices: `config.devices` (comma-separated names).
+
+    Raises:
+      ConfigError: devices given without distribute=mirrored, a malformed
+        name, a repeated device, or a device this machine does not have (the
+        message names those it has).
+    """
+    names = device_names(devices)
+    if not names:
+        return
+    if kind != "mirrored":
+        raise ConfigError(f"config.devices={devices!r} is read only with --config.distribute=mirrored")
+    import tensorflow as tf
+
+    have = {_key(d.name): d.name for d in tf.config.list_logical_devices()}
+    wanted = [_key(name) for name in names]
+    if len(set(wanted)) != len(wanted):
+        raise ConfigError(f"config.devices={devices!r} names a device twice")
+    missing = [name for name, key in zip(names, wanted) if key not in have]
+    if missing:
+        existing = ", ".join(f"/{t.lower()}:{i}" for t, i in sorted(have))
+        raise ConfigError(
+            f"config.devices names {', '.join(missing)}, which this machine does not have; "
+            f"its devices: {existing}"
+        )
+
+
+def cluster_workers(tf_config=None):
+    """The (task type, index, address) of every worker in TF_CONFIG's cluster.
+
+    Args:
+      tf_config: the TF_CONFIG JSON text (default: the environment variable).
+
+    Returns:
+      A list, chief first; [] without TF_CONFIG or a cluster.
+
+    Raises:
+      ConfigError: TF_CONFIG that is not valid JSON.
+    """
+    text = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    if not text:
+        return []
+    try:
+        cluster = json.loads(text).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+    return [
+        (kind, index, address)
+        for kind in ("chief", "worker")
+        for index, address in enumerate(cluster.get(kind, []))
+    ]
+
+
+def expected_replicas(kind, devices=""):
+    """The replica count the strategy of a config will have, without building it.
+
+    Args:
+      kind: `config.distribute`.
+      devices: `config.devices`.
+
+    Returns:
+      1 for "none"; the named devices or local GPUs (at least 1) for
+      "mirrored"; workers × local GPUs (at least 1 each) for "multi_worker".
+    """
+    import tensorflow as tf
+
+    if kind == "mirrored":
+        # Physical GPUs: listing them does not initialise the runtime.
+        return len(device_names(devices)) or max(1, len(tf.config.list_physical_devices("GPU")))
+    if kind == "multi_worker":
+        return max(1, len(cluster_workers())) * max(1, len(tf.config.list_physical_devices("GPU")))
+    return 1
+
+
+def check_batches(config, replicas):
+    """Raises ConfigError unless the batch sizes divide by `replicas`.
+
+    Args:
+      config: the experiment ConfigDict.
+      replicas: the replica count (`expected_replicas`).
+    """
+    sizes = [("train.batch_size", config.train.batch_size)]
+    if config.automl.enabled:
+        sizes.append(("automl.meta_batch_size", config.automl.meta_batch_size))
+    for name, size in sizes:
+        if size % replicas:
+            raise ConfigError(
+                f"{name}={size} does not divide by the {replicas} replicas of "
+                f"distribute={config.get('distribute', 'none')}; use a multiple of {replicas}"
+            )
+    source = config.data.get("source")
+    if source == "synthetic" and config.data.num_train < config.train.batch_size:
+        raise ConfigError(
+            f"the training set has {config.data.num_train} images, fewer than one batch of "
+            f"{config.train.batch_size}"
+        )
+
+
+def describe(config):
+    """The resolved config, one `key=value` per line (dotted keys, sorted).
+
+    Args:
+      config: a ConfigDict.
+
+    Returns:
+      A string.
+    """
+    flat = config_utils.flatten(config_utils.to_dict(config))
+    return "\n".join(
+        f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+        for key, value in sorted(flat.items())
+    )
