@@ -1,23 +1,35 @@
-"""Fault injection on a run's folder: damaged checkpoints, locks, resumption, extension.
+"""Fault injection: every case of a run that goes wrong, as a test.
 
-One tiny run (WRN-10-1, rotation, 2 epochs of 2 steps, a checkpoint after
-every step) is trained once; each case damages a copy of its folder and
-trains again, in this process or with the `robust-ssl` tool (to see the one
-line a user gets). Every case checks that earlier outputs are not lost.
+Start-up (each case runs `robust-ssl train` as `python -m robust_ssl.cli` in
+a subprocess): every user mistake is one `error:` line and exit status 2, no
+traceback, and the workdir is exactly as it was (absent, or the same files
+with the same contents); --dry_run, redirected output (one line per epoch, no
+carriage returns), hidden TensorFlow start-up logs, a lost worker of a
+two-process multi-worker run on 127.0.0.1.
+
+A run's folder: one tiny run (WRN-10-1, rotation, 2 epochs of 2 steps, a
+checkpoint after every step) is trained once; each case damages a copy of its
+folder (damaged checkpoints, locks, resumption, extension) and trains again,
+in this process or with the `robust-ssl` tool (to see the one line a user
+gets). Every case checks that earlier outputs are not lost.
 """
 
 import csv
+import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config, write_config_file
+from conftest import REPO, run_cli, tiny_config, write_config_file
 
 import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
 from robust_ssl import rundir, train
@@ -273,3 +285,325 @@ def test_the_lock_is_released_when_the_block_raises(tmp_path):
         assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
         raise RuntimeError("crash")
     assert not (tmp_path / rundir.LOCK).exists()
+
+
+# ---------------------------------------------------------------- start-up
+TINY = [
+    "--config=smoke",
+    "--config.tasks=rotation",
+    "--config.train.epochs=2",
+    "--config.train.steps_per_epoch=2",
+    "--config.train.batch_size=16",
+    "--config.train.eval_batch_size=32",
+    "--config.data.num_train=64",
+    "--config.data.num_test=32",
+]
+# What TensorFlow writes at start-up unless it is hidden.
+STARTUP_NOISE = ("oneDNN", "cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
+
+
+def quiet_env(**extra):
+    """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL (conftest sets one for the tests)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG")}
+    env.update(extra)
+    return env
+
+
+def one_error(proc):
+    """The single `error:` line of a failed command; asserts status 2 and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def snapshot(directory):
+    """{relative path: sha256} of every file under directory (None if it does not exist)."""
+    if not directory.exists():
+        return None
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def image_folder(root, classes=2, per_class=24):
+    """A tiny folder of PNG images in class sub-folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+# ---------------------------------------------------------------- start-up mistakes
+def test_a_missing_data_folder_writes_nothing_and_the_corrected_command_trains(tmp_path):
+    folder = image_folder(tmp_path / "images")
+    args = ["train", *TINY, "--workdir=run", "--config.data.source=folder"]
+    proc = run_cli(*args, "--config.data.folder=imagez", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: image folder 'imagez' (data.folder) does not exist"
+    assert not (tmp_path / "run").exists()
+    # The same command with the folder corrected starts cleanly (no "different config").
+    proc = run_cli(*args, f"--config.data.folder={folder.name}", cwd=tmp_path, env=quiet_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 4
+
+
+def test_a_failure_found_after_start_leaves_the_workdir_as_it_was(tmp_path):
+    # A folder without images is found while scanning, after config.json is written: undone.
+    (tmp_path / "empty" / "class0").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path / "run")
+    proc = run_cli(
+        "train",
+        *TINY,
+        "--workdir=run",
+        "--config.data.source=folder",
+        "--config.data.folder=empty",
+        cwd=tmp_path,
+        env=quiet_env(),
+    )
+    assert one_error(proc).startswith("error: no images")
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_batch_not_divisible_by_the_workers_is_refused_before_any_worker_starts(tmp_path):
+    tf_config = json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+    )
+    proc = run_cli(
+        "train",
+        *TINY,
+        "--workdir=run",
+        "--config.distribute=multi_worker",
+        "--config.train.batch_size=15",
+        cwd=tmp_path,
+        env=quiet_env(TF_CONFIG=tf_config),
+        timeout=120,  # no peer exists: a check after the strategy would hang
+    )
+    assert one_error(proc) == (
+        "error: train.batch_size=15 does not divide by the 2 replicas of distribute=multi_worker; "
+        "use a multiple of 2"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+LOGICAL_CPUS = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from robust_ssl import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_devices_and_batches_on_two_logical_cpus(tmp_path):
+    def run(*extra):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                LOGICAL_CPUS,
+                "train",
+                *TINY,
+                "--workdir=run",
+                "--config.distribute=mirrored",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    proc = run("--config.devices=/cpu:0,/cpu:1", "--config.train.batch_size=15")
+    assert one_error(proc) == (
+        "error: train.batch_size=15 does not divide by the 2 replicas of distribute=mirrored; use a multiple of 2"
+    )
+    proc = run("--config.devices=/cpu:0,/cpu:2")
+    assert one_error(proc) == (
+        "error: config.devices names /cpu:2, which this machine does not have; its devices: /cpu:0, /cpu:1"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_devices_this_machine_does_not_have_fail_at_once(tmp_path):
+    # Used to hang in the first all-reduce.
+    proc = run_cli(
+        "train",
+        *TINY,
+        "--workdir=run",
+        "--config.distribute=mirrored",
+        "--config.devices=/cpu:0,/cpu:1",
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=120,
+    )
+    line = one_error(proc)
+    assert line.startswith(
+        "error: config.devices names /cpu:1, which this machine does not have; its devices: /cpu:0"
+    )
+    assert not (tmp_path / "run").exists()
+    proc = run_cli("train", *TINY, "--workdir=run", "--config.devices=/gpu:0", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: config.devices='/gpu:0' is read only with --config.distribute=mirrored"
+
+
+def test_an_unknown_config_key_is_one_line_with_a_suggestion(tmp_path):
+    proc = run_cli("train", *TINY, "--workdir=run", "--config.train.epoch=1", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: unknown config key train.epoch; did you mean train.epochs?"
+    proc = run_cli("train", *TINY, "--workdir=run", "--config.trian.epochs=1", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: unknown config key trian.epochs; did you mean train.epochs?"
+    proc = run_cli("train", *TINY, "--workdir=run", "--workdri=x", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc).startswith("error: Unknown command line flag 'workdri'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_config_file_from_another_directory(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    write_config_file(tmp_path / "cfg" / "tiny.py", **{"train.epochs": 1, "train.verbose": 2})
+    (tmp_path / "elsewhere").mkdir()
+    proc = run_cli(
+        "train", "--config=../cfg/tiny.py", "--workdir=run", cwd=tmp_path / "elsewhere", env=quiet_env()
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "elsewhere" / "run" / "results.json").is_file()
+    proc = run_cli("train", "--config=cfg/nope.py", "--workdir=run2", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: config file cfg/nope.py not found"
+    assert not (tmp_path / "run2").exists()
+
+
+def test_dry_run_checks_everything_and_writes_nothing(tmp_path):
+    proc = run_cli("train", *TINY, "--workdir=run", "--dry_run", cwd=tmp_path, env=quiet_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.epochs=2" in proc.stdout.splitlines() and "tasks='rotation'" in proc.stdout.splitlines()
+    assert (
+        proc.stdout.strip()
+        .splitlines()[-1]
+        .startswith("dry run: config, data, devices and batch sizes are valid")
+    )
+    assert not (tmp_path / "run").exists()
+    # The checks of a real start run in a dry run too.
+    proc = run_cli(
+        "train",
+        *TINY,
+        "--workdir=run",
+        "--dry_run",
+        "--config.data.source=folder",
+        "--config.data.folder=nowhere",
+        cwd=tmp_path,
+        env=quiet_env(),
+    )
+    assert one_error(proc) == "error: image folder 'nowhere' (data.folder) does not exist"
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- output of a run
+@pytest.fixture(scope="module")
+def redirected_run(tmp_path_factory):
+    """A 2-epoch run with the default train.verbose ("auto"), stdout and stderr redirected."""
+    cwd = tmp_path_factory.mktemp("redirected")
+    proc = run_cli("train", *TINY, "--workdir=run", cwd=cwd, env=quiet_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def test_redirected_output_is_one_line_per_epoch(redirected_run):
+    _, proc = redirected_run
+    assert "\r" not in proc.stdout and "\x1b[" not in proc.stdout
+    epoch_lines = [line for line in proc.stdout.splitlines() if re.match(r"^\d+/\d+ - ", line)]
+    assert len(epoch_lines) == 2, proc.stdout
+    assert "resolved config:" in proc.stdout and "train.verbose='auto'" in proc.stdout
+
+
+def test_tensorflow_startup_logs_are_hidden_by_default(redirected_run, tmp_path):
+    _, proc = redirected_run
+    for noise in STARTUP_NOISE:
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+    shown = run_cli(
+        "train", *TINY, "--workdir=run", "--dry_run", "--log_level=info", cwd=tmp_path, env=quiet_env()
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert re.search(r"^[IWE]\d{4} ", shown.stderr, re.M), shown.stderr[-3000:]  # TensorFlow's C++ log lines
+    bad = run_cli("train", *TINY, "--workdir=run", "--log_level=loud", cwd=tmp_path, env=quiet_env())
+    assert one_error(bad) == "error: --log_level must be one of warning, info, debug; got 'loud'"
+
+
+def test_a_mistake_on_an_existing_run_changes_nothing(redirected_run):
+    cwd, _ = redirected_run
+    before = snapshot(cwd / "run")
+    for extra in (
+        ["--config.train.epoch=3"],
+        ["--config.data.source=folder", "--config.data.folder=missing"],
+        ["--config.distribute=mirrored", "--config.devices=/cpu:7"],
+    ):
+        one_error(run_cli("train", *TINY, "--workdir=run", *extra, cwd=cwd, env=quiet_env()))
+    assert snapshot(cwd / "run") == before
+
+
+# ---------------------------------------------------------------- a lost worker
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill", "hang"])
+def test_a_lost_worker_stops_its_peer_with_one_line(tmp_path, how):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "robust_ssl.cli",
+        "train",
+        *TINY,
+        f"--workdir={tmp_path / 'run'}",
+        "--config.train.epochs=500",
+        "--config.train.steps_per_epoch=4",
+        "--config.distribute=multi_worker",
+    ]
+    procs, logs = [], []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        logs.append(tmp_path / f"worker_{index}.log")
+        with open(logs[-1], "w") as log:  # a file: a full pipe would block the worker
+            procs.append(
+                subprocess.Popen(
+                    command, cwd=REPO, env=quiet_env(TF_CONFIG=json.dumps(tf_config)), stdout=log, stderr=log
+                )
+            )
+    try:
+        deadline = time.time() + 400
+        while "Epoch 3/" not in logs[0].read_text():  # a checkpoint exists after epoch 1
+            assert time.time() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
+            time.sleep(1)
+        procs[1].send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        lost = time.time()
+        status = procs[0].wait(timeout=120)
+        assert time.time() - lost < 60
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    text = logs[0].read_text()
+    assert status == 2 and "Traceback" not in text, text[-3000:]
+    (line,) = [line for line in text.splitlines() if line.startswith("error:")]
+    assert re.fullmatch(
+        rf"error: lost contact with worker 1 \({re.escape(workers[1])}\) of the multi-worker run \(\w+\); "
+        r"restart every worker with the same command to resume from the last checkpoint \(epoch \d+\)",
+        line,
+    ), line
