@@ -219,3 +219,32 @@ def test_exported_batch_stats_signature_equals_bn_mode(model, tmp_path):
     np.testing.assert_allclose(served, expected, atol=1e-4)
     plain = loaded.signatures["serving_default"](images=tf.constant(pixels))["logits"].numpy()
     np.testing.assert_allclose(plain, model(pixels.astype(np.float32) / 255.0, training=False), atol=1e-4)
+
+
+def test_a_class_sorted_cell_is_adapted_in_mixed_batches_and_returned_in_order(model):
+    # Two "classes" in sorted order, as an image folder is read: without the
+    # shuffle every batch of 8 would hold one of them only.
+    cell = np.concatenate([batch(8, seed=6) * 0.2, batch(8, seed=7) * 0.2 + 0.8])
+    settings = adaptation.Settings(batch_size=8)
+    adapter = adaptation.Adapter(model, "bn", settings)
+    seen = []
+    predict = adapter.predict
+    adapter.predict = lambda x: seen.append(x.copy()) or predict(x)
+    logits = adaptation.predict_cell(adapter, cell)
+    assert len(seen) == 2
+    for x in seen:  # both halves in each test batch
+        means = x.mean(axis=(1, 2, 3))
+        assert (means < 0.5).any() and (means > 0.5).any()
+    # Each image's logits come back at its own index: the per-batch forward of
+    # the shuffled stream, put back in the cell's order.
+    order = np.random.default_rng(settings.seed).permutation(len(cell))
+    expected = np.empty_like(logits)
+    expected[order[:8]] = predict(cell[order[:8]])
+    expected[order[8:]] = predict(cell[order[8:]])
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    # Without adaptation the order does not matter at all.
+    none = adaptation.Adapter(model, "none", settings)
+    np.testing.assert_allclose(adaptation.predict_cell(none, cell), model(cell, training=False), atol=1e-5)
+    sorted_stream = adaptation.Settings(batch_size=8, shuffle=False)
+    unshuffled = adaptation.predict_cell(adaptation.Adapter(model, "bn", sorted_stream), cell)
+    assert not np.allclose(unshuffled, logits, atol=1e-3)  # one-class batches: other statistics

@@ -53,7 +53,13 @@ class Settings:
       ttt_lr, ttt_momentum, ttt_steps: TTT's SGD settings and steps per batch.
       ttt_params: "trunk" (all trunk weights, as TTT) or "bn" (BN scale/shift).
       ttt_online: keep TTT's adaptation within a cell (default: episodic).
-      seed: seed of the tasks' random transforms at test time.
+      seed: seed of the tasks' random transforms at test time and of the
+        order of the test stream.
+      shuffle: feed a cell's images in an order shuffled by `seed` (the
+        outputs come back in the original order). Test sets read from image
+        folders are sorted by class, and a batch of one or two classes has
+        batch statistics no deployed stream has: `bn` and `tent` would be
+        measured on a failure case of theirs instead of on i.i.d. batches.
     """
 
     batch_size: int = 200
@@ -68,6 +74,7 @@ class Settings:
     ttt_params: str = "trunk"
     ttt_online: bool = False
     seed: int = 0
+    shuffle: bool = True
 
 
 def parse_modes(text):
@@ -290,6 +297,10 @@ class Adapter:
 def predict_cell(adapter, images, batch_size=None):
     """Logits of a whole cell in test batches, the adapter reset first.
 
+    The batches follow a fixed permutation of the cell (by the settings'
+    seed) unless `settings.shuffle` is off; the logits are returned in the
+    images' own order either way.
+
     Args:
       adapter: an `Adapter`.
       images: float32 or uint8 [N, H, W, 3] (uint8 is scaled to [0, 1]).
@@ -303,5 +314,15 @@ def predict_cell(adapter, images, batch_size=None):
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
-    outputs = [adapter.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, adapter.model.num_classes), np.float32)
+    if not len(images):
+        return np.zeros((0, adapter.model.num_classes), np.float32)
+    order = np.arange(len(images))
+    if adapter.settings.shuffle:
+        order = np.random.default_rng(adapter.settings.seed).permutation(len(images))
+    stream = images[order]
+    outputs = np.concatenate(
+        [adapter.predict(stream[i : i + batch_size]) for i in range(0, len(stream), batch_size)]
+    )
+    logits = np.empty_like(outputs)
+    logits[order] = outputs
+    return logits
