@@ -21,12 +21,10 @@ from robust_ssl.errors import ConfigError
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 # A lost worker: its peers' collectives fail at once when its connection is
-# reset; a worker that hangs is found by the strategy's health check (every
-# HEALTH_CHECK_INTERVAL_S, answer within HEALTH_CHECK_TIMEOUT_S); a
-# collective that waits longer than COLLECTIVE_TIMEOUT_S is aborted (long
-# enough for a slow peer's first step, which traces and compiles).
-HEALTH_CHECK_INTERVAL_S = 15
-HEALTH_CHECK_TIMEOUT_S = 10
+# reset; a worker that hangs is found by TensorFlow's own health check of the
+# strategy (every 30 s; its period has no public option, so it is left as
+# it is); a collective that waits longer than COLLECTIVE_TIMEOUT_S is aborted
+# (long enough for a slow peer's first step, which traces and compiles).
 COLLECTIVE_TIMEOUT_S = 600
 # What TensorFlow raises when a collective loses a peer.
 LOST_PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError")
@@ -78,14 +76,7 @@ def is_chief(strategy):
 
 
 def _multi_worker_strategy():
-    """MultiWorkerMirroredStrategy with a collective timeout and a faster health check."""
-    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
-
-    extended = getattr(cars, "CollectiveAllReduceExtended", None)
-    # The health-check period is a class attribute of TensorFlow's (no public option).
-    if extended is not None and hasattr(extended, "_check_health_interval"):
-        extended._check_health_interval = HEALTH_CHECK_INTERVAL_S
-        extended._check_health_timeout = HEALTH_CHECK_TIMEOUT_S
+    """MultiWorkerMirroredStrategy with a collective timeout."""
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 

@@ -290,26 +290,35 @@ def plot(table, path, title="Robustness study"):
         ("mean 19", "mean_accuracy_all"),
         *((f, None) for f in FAMILIES),
     ]
-    fig = figures.new_figure((max(8, 1.4 * len(groups) + 0.3 * len(table) * len(groups) / 2), 4.5), dpi=120)
-    ax = fig.add_subplot(1, 1, 1)
+    # Top: the accuracies. Bottom: each recipe minus the first, in points:
+    # the differences between recipes are a few points on a 0-100 axis.
+    fig = figures.new_figure((max(8, 1.4 * len(groups) + 0.3 * len(table) * len(groups) / 2), 7.5), dpi=120)
+    ax, diff_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     width = 0.8 / len(table)
     x = np.arange(len(groups))
 
     def value(row, name, key):
         v = row[key] if key else row["families"][name]
-        return 0.0 if v is None else 100 * v
+        return np.nan if v is None else 100 * v
 
+    reference = [value(table[0], name, key) for name, key in groups]
     for i, row in enumerate(table):
         values = [value(row, name, key) for name, key in groups]
         errors = [100 * (row.get(f"{key}_std") or 0) if key else 0 for _, key in groups]
-        ax.bar(
-            x + (i - (len(table) - 1) / 2) * width, values, width, yerr=errors, label=row["label"], capsize=2
-        )
-    ax.set_xticks(x, [name for name, _ in groups])
+        offset = x + (i - (len(table) - 1) / 2) * width
+        color = f"C{i % 10}"
+        ax.bar(offset, values, width, yerr=errors, label=row["label"], capsize=2, color=color)
+        if i:
+            diff_ax.bar(offset, np.subtract(values, reference), width, color=color)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(4, len(table)), loc="lower right")
+    diff_ax.axhline(0, color="black", linewidth=0.8)
+    diff_ax.set_ylabel(f"points vs {table[0]['label']}")
+    diff_ax.set_title(f"Difference from {table[0]['label']} (accuracy points)", fontsize=10)
+    diff_ax.grid(axis="y", alpha=0.3)
+    diff_ax.set_xticks(x, [name for name, _ in groups])
     fig.tight_layout()
     return figures.save_png(fig, path, dpi=120)
 
