@@ -29,6 +29,7 @@ def run_case(case):
     return json.loads(line)
 
 
+@pytest.mark.slow  # ~4 min on 2 cores; float32 agreement of two replicas runs by default
 def test_two_replicas_equal_one_device_for_ten_mixed_automl_steps():
     """Synchronised batch norm, global-batch loss scaling, all-reduced per-task
     gradients and λ gradient: over 10 steps alternating meta and fixed-λ steps,

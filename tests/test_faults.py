@@ -561,7 +561,6 @@ def free_ports(count):
     return ports
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill", "hang"])
 def test_a_lost_worker_stops_its_peer_with_one_line(tmp_path, how):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
