@@ -98,6 +98,15 @@ def validate(config):
     if train.get("precision", "float32") not in precisions:
         raise ConfigError(f"train.precision must be one of {precisions}; got {train.precision!r}")
     automl = config.automl
+    excluded = config.data.get("exclude_holdout", 0)
+    if not isinstance(excluded, int) or isinstance(excluded, bool) or excluded < 0:
+        raise ConfigError(f"data.exclude_holdout must be an integer >= 0; got {excluded!r}")
+    holds_out = automl.enabled and automl.validation.source in ("train_holdout", "corrupted_holdout")
+    if excluded and holds_out and excluded != int(automl.validation.holdout):
+        raise ConfigError(
+            f"data.exclude_holdout={excluded} differs from automl.validation.holdout="
+            f"{automl.validation.holdout}: an AutoML run already leaves its hold-out out of training"
+        )
     if automl.enabled:
         if not names:
             raise ConfigError("automl.enabled needs at least one task in config.tasks")
@@ -147,9 +156,36 @@ def to_dict(config):
 
 # The `config.data` keys each data source reads; the others mean nothing there.
 DATA_KEYS = {
-    "tfds": ("source", "name", "data_dir", "manual_dir", "download", "augment", "image_size"),
-    "folder": ("source", "folder", "test_fraction", "in_memory", "skip_bad_images", "augment", "image_size"),
-    "synthetic": ("source", "num_train", "num_test", "num_classes", "seed", "augment", "image_size"),
+    "tfds": (
+        "source",
+        "name",
+        "data_dir",
+        "manual_dir",
+        "download",
+        "augment",
+        "image_size",
+        "exclude_holdout",
+    ),
+    "folder": (
+        "source",
+        "folder",
+        "test_fraction",
+        "in_memory",
+        "skip_bad_images",
+        "augment",
+        "image_size",
+        "exclude_holdout",
+    ),
+    "synthetic": (
+        "source",
+        "num_train",
+        "num_test",
+        "num_classes",
+        "seed",
+        "augment",
+        "image_size",
+        "exclude_holdout",
+    ),
 }
 
 

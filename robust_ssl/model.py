@@ -23,7 +23,7 @@ from robust_ssl import networks, steps
 from robust_ssl.errors import ConfigError
 from robust_ssl.networks import backbone_spec, build_backbone, linear_head
 from robust_ssl.tasks import Forward, make_tasks
-from robust_ssl.tasks.base import sparse_ce
+from robust_ssl.tasks.base import flatten_views, sparse_ce
 
 META_MODES = ("fast", "naive")
 ALPHA_MODES = ("multiplier", "lr")
@@ -329,9 +329,21 @@ class RobustSSLModel(keras.Model):
           (list [L_main, L_1, …, L_k] of scalars, main-task logits).
         """
         images = batch["image"]
-        clean = self.trunk(images, training=True) if update_stats else self.encode(images)
+        # Tasks that join the clean forward (AugMix's joint batch norm) are run
+        # through the trunk in one batch with the clean images.
+        joint = [t for t in self.tasks if t.joins_clean_forward()]
+        parts = [images] + [flatten_views(batch[f"{t.name}/inputs"]) for t in joint]
+        stacked = tf.concat(parts, axis=0) if joint else images
+        features = self.trunk(stacked, training=True) if update_stats else self.encode(stacked)
+        if joint:
+            pieces = tf.split(features, [tf.shape(p)[0] for p in parts], axis=0)
+            clean, joint_features = pieces[0], {t.name: f for t, f in zip(joint, pieces[1:])}
+        else:
+            clean, joint_features = features, {}
         logits = self.classifier(clean, training=True)
-        forward = Forward(clean, logits, self.encode, functools.partial(self.classifier, training=True))
+        forward = Forward(
+            clean, logits, self.encode, functools.partial(self.classifier, training=True), joint_features
+        )
         losses = [steps.Replicas.global_mean(sparse_ce(batch["label"], logits))]
         for task, head in zip(self.tasks, self.heads_by_task):
             if head is not None and not update_stats:  # the heads' own batch norms must not move either

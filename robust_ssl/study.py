@@ -112,6 +112,60 @@ def apply_overrides(config, overrides):
     return config
 
 
+HOLDOUT_SOURCES = ("train_holdout", "corrupted_holdout")
+
+
+def training_holdout(config):
+    """How many training images `config`'s AutoML meta loss holds out (0: none)."""
+    automl = config.automl
+    if automl.enabled and automl.validation.source in HOLDOUT_SOURCES:
+        return int(automl.validation.holdout)
+    return 0
+
+
+def align_training_images(configs):
+    """Makes every run of a study train on the same images (in place).
+
+    Recipes that hold training images out for their meta loss (AutoML with a
+    hold-out) train on the rest; every other recipe then leaves the same
+    images out (`data.exclude_holdout`: the hold-out is a function of the
+    seed and its size). Recipes that validate λ on CIFAR-10-C blocks
+    (`automl.validation.source=cifar10c`) are pointed at the study's own
+    CIFAR-10-C set, so the images their meta loss sees are exactly those the
+    evaluation leaves out (the first `per_block` of every block of that set).
+
+    Args:
+      configs: the study's ConfigDicts.
+      corrupted_dir: the study's CIFAR-10-C directory.
+
+    Raises:
+      UserError: recipes hold out different numbers of images.
+    """
+    sizes = sorted({training_holdout(c) for c in configs} - {0})
+    if len(sizes) > 1:
+        raise UserError(
+            f"the study's recipes hold out different numbers of training images ({sizes}); "
+            f"give them one automl.validation.holdout, or pass --nosame_train_images"
+        )
+    for config in configs:
+        if sizes and not training_holdout(config):
+            config.data.exclude_holdout = sizes[0]
+
+
+def point_meta_validation_at(configs, corrupted_dir):
+    """Recipes whose meta loss reads CIFAR-10-C read the study's own set (in place).
+
+    The study's set is written in a shuffled order, so "the first `per_block`
+    images of every block" of another CIFAR-10-C copy (tfds, the official
+    files) are other images than the first of this set's blocks; pointed at
+    this set, the meta loss sees exactly the images the evaluation leaves out.
+    """
+    for config in configs:
+        if config.automl.enabled and config.automl.validation.source == "cifar10c":
+            config.automl.validation.cifar10c_source = "npy"
+            config.automl.validation.cifar10c_dir = os.path.abspath(corrupted_dir)
+
+
 def entry_config(entry, overrides, seed):
     """The ConfigDict of one run: the entry's config, the common overrides, its own, the seed."""
     from robust_ssl import configs
@@ -203,6 +257,7 @@ def run_one(entry, config, run, corrupted, log=print):
         ),
         "families": _family_means(robustness["cells"]),
         "lambdas": results.get("lambdas", {}),
+        "num_train": results.get("num_train"),
         "meta_loss": _last_meta_loss(run),
         "wall_time_s": results.get("wall_time_s"),
     }
@@ -221,6 +276,7 @@ def _aggregate(rows, reference_errors):
     for label in dict.fromkeys(r["label"] for r in rows):
         group = [r for r in rows if r["label"] == label]
         out = {"label": label, "config": group[0]["config"], "seeds": [r["seed"] for r in group]}
+        out["num_train"] = sorted({r.get("num_train") for r in group if r.get("num_train") is not None})
         for key in (
             "clean_accuracy",
             "mean_accuracy_benchmark",
@@ -245,24 +301,51 @@ def _pct(value, std=None):
     return f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+def difference(row, reference, key="mean_accuracy_benchmark"):
+    """(row − reference) of `key` and whether it is within the spread over seeds.
+
+    Within the spread: |difference| ≤ std(row) + std(reference), the
+    standard deviations over seeds (None with one seed: no spread known).
+
+    Returns:
+      (difference, within) with within True, False or None.
+    """
+    if row[key] is None or reference[key] is None:
+        return None, None
+    delta = row[key] - reference[key]
+    stds = [row.get(f"{key}_std"), reference.get(f"{key}_std")]
+    if any(v is None for v in stds):
+        return delta, None
+    return delta, abs(delta) <= sum(stds)
+
+
+def _delta_text(delta, within):
+    if delta is None:
+        return "–"
+    return f"{100 * delta:+.1f}" + (" (within spread)" if within else "")
+
+
 def markdown(table, title="Robustness study"):
     """The study table in markdown."""
     families = list(FAMILIES)
     header = (
-        ["recipe", "seeds", "clean", "mean 15", "mean 19", "mCE (rel.)"]
+        ["recipe", "seeds", "train images", "clean", "mean 15", "Δ mean 15", "mean 19", "mCE (rel.)"]
         + families
         + ["λ at the end", "meta loss", "wall time"]
     )
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in table:
+    for i, row in enumerate(table):
         lambdas = ", ".join(f"{k} {v:.3g}" for k, v in row["lambdas"].items()) or "–"
         meta = f"{row['meta_loss']:.3f}" if row["meta_loss"] is not None else "–"
         wall = f"{row['wall_time_s'] / 60:.1f} min" if row["wall_time_s"] else "–"
+        counts = row.get("num_train") or []
         cells = [
             row["label"],
             str(len(row["seeds"])),
+            " / ".join(f"{n:,}" for n in counts) or "–",
             _pct(row["clean_accuracy"], row["clean_accuracy_std"]),
             _pct(row["mean_accuracy_benchmark"], row["mean_accuracy_benchmark_std"]),
+            _delta_text(*difference(row, table[0])) if i else "–",
             _pct(row["mean_accuracy_all"], row["mean_accuracy_all_std"]),
             _pct(row["mce_relative"], row["mce_relative_std"]),
             *(_pct(row["families"][f]) for f in families),
@@ -273,9 +356,12 @@ def markdown(table, title="Robustness study"):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Accuracies in %; mean 15: over the 15 benchmark corruptions × 5 severities; mean 19: "
-        "with the 4 extra; mCE (rel.): summed error over the 15 benchmark corruptions relative to "
-        f"the first recipe ({table[0]['label']}); families: mean accuracy; ± : standard deviation over seeds.",
+        "Accuracies in %; train images: the training images each run saw; mean 15: over the 15 "
+        "benchmark corruptions × 5 severities; Δ mean 15: minus the first recipe "
+        f"({table[0]['label']}), in points, '(within spread)' where it is no larger than the sum of "
+        "the two recipes' standard deviations over seeds; mean 19: with the 4 extra; mCE (rel.): "
+        "summed error over the 15 benchmark corruptions relative to the first recipe; families: mean "
+        "accuracy; ± : standard deviation over seeds.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -323,7 +409,7 @@ def plot(table, path, title="Robustness study"):
     return figures.save_png(fig, path, dpi=120)
 
 
-def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=print):
+def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=print, same_train_images=True):
     """Trains, scores and tabulates every entry × seed (see the module docstring).
 
     Args:
@@ -333,6 +419,8 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
       seeds: the seeds of every entry.
       title: the table's and figure's title.
       log: function for progress lines.
+      same_train_images: every recipe trains on the images the recipes with
+        an AutoML hold-out train on (`align_training_images`).
 
     Returns:
       (table rows, dict of written paths).
@@ -353,8 +441,13 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
     for entry in entries:  # every config is built and checked before anything runs
         for seed in seeds:
             config = entry_config(entry, overrides, seed)
-            config_utils.validate(config)
             planned.append((entry, config, os.path.join(workdir, entry.label, f"seed_{seed}")))
+    configs = [config for _, config, _ in planned]
+    if same_train_images:
+        align_training_images(configs)
+    point_meta_validation_at(configs, os.path.join(workdir, CORRUPTED_DIR))
+    for config in configs:
+        config_utils.validate(config)
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
     corrupted = ensure_corrupted_set(workdir, planned[0][1], log=log)
@@ -374,13 +467,22 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
 
 
 def _write_csv(table, path):
-    fields = ["label", "config", "seeds", "clean_accuracy", "mean_accuracy_benchmark", "mean_accuracy_all"]
+    fields = ["label", "config", "seeds", "num_train", "clean_accuracy", "mean_accuracy_benchmark"]
+    fields += ["mean_accuracy_benchmark_std", "mean_accuracy_all"]
     fields += ["mce_relative", *(f"family_{f}" for f in FAMILIES), "lambdas", "meta_loss", "wall_time_s"]
     lines = [",".join(fields)]
     for row in table:
         values = [row["label"], row["config"], " ".join(map(str, row["seeds"]))]
+        values += [" ".join(map(str, row.get("num_train") or []))]
         values += [
-            row[k] for k in ("clean_accuracy", "mean_accuracy_benchmark", "mean_accuracy_all", "mce_relative")
+            row[k]
+            for k in (
+                "clean_accuracy",
+                "mean_accuracy_benchmark",
+                "mean_accuracy_benchmark_std",
+                "mean_accuracy_all",
+                "mce_relative",
+            )
         ]
         values += [row["families"][f] for f in FAMILIES]
         values += [

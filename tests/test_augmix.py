@@ -151,3 +151,62 @@ def test_automl_with_augmix_trains_end_to_end(tmp_path):
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert "augmix_loss" in rows[0]
     assert json.loads((tmp_path / "meta_validation.json").read_text())["source"] == "corrupted_holdout"
+
+
+def _first_batch_norm_input_model(model):
+    """The trunk up to the input of its first batch-norm layer (an independent forward)."""
+    import keras
+
+    first = next(layer for layer in model.trunk.layers if isinstance(layer, keras.layers.BatchNormalization))
+    return keras.Model(model.trunk.inputs, first.input), first
+
+
+@pytest.mark.parametrize("joint_bn", [True, False])
+def test_joint_bn_normalises_clean_image_and_views_together(joint_bn):
+    """With joint_bn the first BN's moving mean moves by the statistics of [clean; view 1; view 2]."""
+    import keras
+
+    from robust_ssl.model import RobustSSLModel
+
+    keras.utils.set_random_seed(0)
+    model = RobustSSLModel(
+        depth=10, width=1, tasks=["augmix"], task_options={"augmix": {"joint_bn": joint_bn}}
+    )
+    images = tf.constant(pixels(6, seed=4), tf.float32) / 255.0
+    (task,) = model.tasks
+    made = task.make_batch(images, tf.constant([3, 4], tf.int64))
+    batch = {"image": images, "label": tf.zeros([6], tf.int32)}
+    batch.update({f"augmix/{k}": v for k, v in made.items()})
+    model(images)  # build
+    upto, bn = _first_batch_norm_input_model(model)
+    before = bn.moving_mean.numpy().copy()
+    views = tf.reshape(tf.transpose(made["inputs"], [1, 0, 2, 3, 4]), [-1, 32, 32, 3])
+    seen = tf.concat([images, views], 0) if joint_bn else images
+    expected_mean = np.mean(upto(seen).numpy(), axis=(0, 1, 2))
+    losses, logits = model.task_losses(batch)
+    momentum = bn.momentum
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), momentum * before + (1 - momentum) * expected_mean, rtol=1e-4, atol=1e-6
+    )
+    # The main loss's logits are the clean rows of that forward.
+    features = model.trunk(seen, training=True)[:6]
+    np.testing.assert_allclose(logits.numpy(), model.classifier(features).numpy(), rtol=1e-4, atol=1e-5)
+    assert np.isfinite(losses[1].numpy())
+
+
+def test_geometric_operations_end_on_integer_levels_as_pil():
+    x = tf.constant(pixels(8, seed=5, smooth=True), tf.float32)
+    geometric = tf.fill([8], A.OPERATIONS.index("rotate"))
+    out = A._apply_operations(x, geometric, tf.ones([8], tf.bool), tf.constant([1, 2], tf.int64), 3).numpy()
+    assert not np.array_equal(out, x.numpy())  # it did rotate
+    np.testing.assert_array_equal(out, np.round(out))
+    assert out.min() >= 0 and out.max() <= 255
+
+
+def test_joint_bn_is_an_option_refused_when_not_boolean():
+    from robust_ssl.errors import ConfigError
+
+    assert make_tasks(["augmix"])[0].joins_clean_forward()
+    assert not make_tasks(["augmix"], {"augmix": {"joint_bn": False}})[0].joins_clean_forward()
+    with pytest.raises(ConfigError, match="joint_bn"):
+        make_tasks(["augmix"], {"augmix": {"joint_bn": "yes"}})

@@ -12,7 +12,10 @@ with its own overrides, under a label of its own. Every --set applies to all (th
 into <workdir>/<label>/seed_<s>, is scored on a CIFAR-10-C set generated once
 from the study's clean test images (19 corruptions x 5 severities), and the
 study writes study.md, study.csv, study.json and study.png in --workdir.
-The first recipe is the reference of the relative mCE. Re-running the same command resumes: finished runs are neither retrained nor
+The first recipe is the reference of the relative mCE and of the differences.
+When a recipe holds training images out for its meta loss (AutoML), every
+recipe leaves the same images out (--nosame_train_images: each trains on all
+it can); the table gives each row's number of training images. Re-running the same command resumes: finished runs are neither retrained nor
 rescored.
 """
 
@@ -30,6 +33,11 @@ _ENTRIES = flags.DEFINE_multi_string(
 _SET = flags.DEFINE_multi_string("set", [], "key=value applied to every run (repeat the flag).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds of every entry.")
 _TITLE = flags.DEFINE_string("title", None, "Title of the table and the figure.")
+_SAME_TRAIN_IMAGES = flags.DEFINE_boolean(
+    "same_train_images",
+    True,
+    "Every recipe trains on the images the AutoML recipes train on (their hold-out left out of all).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -45,7 +53,12 @@ def main(argv):
             raise UserError(f"--seeds must be integers; got {','.join(_SEEDS.value)}") from None
         entries = [*_CONFIGS.value, *_ENTRIES.value]
         table, paths = study.run_study(
-            entries, _WORKDIR.value, study.parse_overrides(_SET.value), seeds, title=_TITLE.value
+            entries,
+            _WORKDIR.value,
+            study.parse_overrides(_SET.value),
+            seeds,
+            title=_TITLE.value,
+            same_train_images=_SAME_TRAIN_IMAGES.value,
         )
     print(study.markdown(table, _TITLE.value or "Robustness study"))
     print("wrote " + ", ".join(paths.values()))

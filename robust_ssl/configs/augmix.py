@@ -6,12 +6,12 @@ Follows the AugMix paper's CIFAR recipe: WRN-40-2, SGD with Nesterov momentum
 per image (3 chains of 1–3 operations, severity 3, the operations that do not
 overlap CIFAR-10-C), JSD weight 12 (`task_weights.augmix`), fixed.
 
-Where it takes the package's behaviour instead (see the `augmix` task):
-the views run through the trunk in their own forward pass (batch norm
-statistics of the views alone; only the clean forward updates the moving
-averages), the views are made by the package's stateless, per-image AugMix
-in `tf.data`, and the coupled weight decay is PyTorch's (as in the AugMix
-code, which uses torch SGD's `weight_decay`).
+Batch norm as the AugMix code: clean image and both views in one forward pass,
+normalised together (`task_options.augmix.joint_bn=True`; False gives the
+views a forward of their own). Where it takes the package's behaviour
+instead: the views are made by the package's stateless, per-image AugMix in
+`tf.data`, and the coupled weight decay is PyTorch's (as in the AugMix code,
+which uses torch SGD's `weight_decay`).
 """
 
 from robust_ssl.configs import default

@@ -30,6 +30,10 @@ def get_config():
     config.data.num_test = 500
     config.data.num_classes = 10
     config.data.augment = True  # pad-4 random crop + horizontal flip
+    # Leave out of training the N images an AutoML run of the same seed holds
+    # out for its meta loss (stratified, drawn by the seed): recipes compared
+    # in a study then train on the same images. 0 = train on all.
+    config.data.exclude_holdout = 0
     # (height, width) every source's images are resized to (tfds CIFAR-10 is
     # 32x32 already); e.g. --config.data.image_size=64,64. The CIFAR-10-C
     # corruptions are defined for 32x32 only.

@@ -26,11 +26,16 @@ follow PIL's `ImageOps` on 8-bit values, as the AugMix code does. Views are
 made in `tf.data` with the other tasks' inputs, on the CPU, overlapping the
 step.
 
-Deviation from the AugMix code: it runs clean image and views through the
-network in one forward pass, so batch norm normalises the three together and
-its moving averages see the views. Here the views get their own forward with
-their own batch statistics and only the clean forward moves the averages, as
-for every other task of the package.
+Batch norm (`joint_bn`, default True): as the AugMix code, the clean image
+and both views go through the network in one forward pass (the step
+concatenates them with the clean batch), so batch norm normalises the three
+together and its moving averages see the views. `joint_bn=False` gives the
+views a forward of their own with their own batch statistics, and only the
+clean forward moves the averages, as for every other task of the package.
+
+Quantisation: PIL works on 8-bit images, so every operation of a chain ends
+on integer levels 0..255; the geometric operations' bilinear resampling is
+rounded back to integer levels here too, as PIL rounds its output.
 """
 
 import math
@@ -39,7 +44,7 @@ import keras
 import tensorflow as tf
 
 from robust_ssl.errors import ConfigError
-from robust_ssl.tasks.base import Task, loss_dtype, register_task
+from robust_ssl.tasks.base import Task, flatten_views, loss_dtype, register_task
 
 # The AugMix paper's operations for CIFAR-10-C (none of them is, or resembles,
 # one of the 15 benchmark corruptions). Order = the op index drawn per image.
@@ -190,8 +195,9 @@ def _apply_operations(pixels, op_index, active, seed, severity):
         chosen = tf.equal(ops[geometric], OPERATIONS.index(op))[:, None]
         rows = tf.where(chosen, _affine_rows(op, level[geometric], sign[geometric], height, width), rows)
     # PIL resamples geometric ops bilinearly and fills with black.
-    out[geometric] = keras.ops.image.affine_transform(
-        images[geometric], rows, interpolation="bilinear", fill_value=0
+    # PIL resamples an 8-bit image into 8 bits: the result is rounded to levels.
+    out[geometric] = tf.round(
+        keras.ops.image.affine_transform(images[geometric], rows, interpolation="bilinear", fill_value=0)
     )
     return tf.dynamic_stitch(index, out)
 
@@ -266,13 +272,15 @@ class AugMixTask(Task):
       max_depth: operations per chain, drawn in 1..max_depth (3).
       severity: operation strength, 1..10 (3).
       alpha: Dirichlet / Beta concentration (1).
+      joint_bn: clean image and views in one forward, normalised together
+        (True, the AugMix code), or the views in a forward of their own.
     """
 
     name = "augmix"
     order = 10
     uses_classifier = True
     default_weight = 12.0  # the AugMix paper's JSD weight
-    DEFAULT_OPTIONS = {"width": 3, "max_depth": 3, "severity": 3, "alpha": 1.0}
+    DEFAULT_OPTIONS = {"width": 3, "max_depth": 3, "severity": 3, "alpha": 1.0, "joint_bn": True}
 
     def validate_options(self):
         o = self.options
@@ -283,6 +291,11 @@ class AugMixTask(Task):
             raise ConfigError(f"augmix severity must be in (0.1, 10]; got {o['severity']!r}")
         if not isinstance(o["alpha"], (int, float)) or o["alpha"] <= 0:
             raise ConfigError(f"augmix alpha must be > 0; got {o['alpha']!r}")
+        if not isinstance(o["joint_bn"], bool):
+            raise ConfigError(f"augmix joint_bn must be True or False; got {o['joint_bn']!r}")
+
+    def joins_clean_forward(self):
+        return self.options["joint_bn"]
 
     def make_batch(self, images, seed):
         o = self.options
@@ -299,9 +312,11 @@ class AugMixTask(Task):
 
     def predict(self, head, forward, inputs, training=True):
         batch = tf.shape(inputs)[0]
-        # [B, 2, H, W, C] -> [2B, …] view-major: one trunk pass for both views.
-        flat = tf.reshape(tf.transpose(inputs, [1, 0, 2, 3, 4]), [-1, *inputs.shape[2:]])
-        logits = forward.classify(forward.encode(flat))
+        features = forward.joint_features.get(self.name)
+        if features is None:
+            # [B, 2, H, W, C] -> [2B, …] view-major: one trunk pass for both views.
+            features = forward.encode(flatten_views(inputs))
+        logits = forward.classify(features)
         views = tf.transpose(tf.reshape(logits, [2, batch, -1]), [1, 0, 2])  # [B, 2, classes]
         return tf.concat([forward.clean_logits[:, None], tf.cast(views, forward.clean_logits.dtype)], axis=1)
 

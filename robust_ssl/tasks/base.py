@@ -48,12 +48,17 @@ class Forward:
       encode: images -> features; runs the trunk on another input with its own
         batch statistics and no moving-average update.
       classify: features -> logits of the main classifier.
+      joint_features: {task name: features of that task's inputs} for the
+        tasks whose inputs went through the clean forward together with the
+        clean batch (`Task.joins_clean_forward`), normalised by batch norm
+        together with it; rows in the order `flatten_views` gives.
     """
 
     clean_features: tf.Tensor
     clean_logits: tf.Tensor
     encode: Callable
     classify: Callable
+    joint_features: dict = dataclasses.field(default_factory=dict)
 
 
 class Task:
@@ -105,6 +110,18 @@ class Task:
 
     def validate_options(self):
         """Raises ConfigError for invalid option values (override to check)."""
+
+    def joins_clean_forward(self):
+        """Whether this task's inputs share the clean batch's trunk forward.
+
+        True: the step concatenates the task's inputs (`flatten_views` of
+        them) with the clean batch into one forward, so batch norm normalises
+        them together and its moving averages see them (AugMix's code does
+        this); `predict` finds the features in `Forward.joint_features`.
+        False (the default): the inputs get a forward of their own with their
+        own batch statistics and no moving-average update.
+        """
+        return False
 
     def check_image_shape(self, image_shape):
         """Raises ConfigError (one line) if the task cannot serve this image shape.
@@ -197,6 +214,11 @@ class Task:
         """Returns one [B, H, W, 3] image per example to show what the task sees."""
         batch = self.make_batch(images, seed)
         return batch.get("inputs", images)
+
+
+def flatten_views(inputs):
+    """[B, V, H, W, C] -> [V·B, H, W, C], view-major (all first views, then all second, …)."""
+    return tf.reshape(tf.transpose(inputs, [1, 0, 2, 3, 4]), [-1, *inputs.shape[2:]])
 
 
 def mean_over_non_batch_axes(x):
