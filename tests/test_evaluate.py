@@ -404,3 +404,139 @@ def test_tool_refuses_to_score_meta_validation_images(tiny_run, npy_dir, tmp_pat
     assert scored.returncode == 0, scored.stderr[-3000:]
     data = json.load(open(run / "robustness" / "robustness.json"))
     assert data["cells"][0]["num_images"] == 15 and data["settings"]["excluded_per_block"] == 5
+
+
+# ---------------------------------------------------------------- files that do not fit the model
+def _npy_set(
+    directory, corruptions=("gaussian_noise", "fog", "snow"), n=50, shape=(28, 28, 3), dtype=np.uint8
+):
+    """A CIFAR-10-C-style directory of `n` images per file (5 blocks of n / 5)."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.save(os.path.join(directory, "labels.npy"), rng.integers(0, 10, n).astype(np.int64))
+    for name in corruptions:
+        np.save(os.path.join(directory, f"{name}.npy"), rng.integers(0, 256, (n, *shape)).astype(dtype))
+    return str(directory)
+
+
+class ShapedModel(ConstantModel):
+    image_shape, num_classes = (32, 32, 3), 10
+
+
+def test_every_npy_file_is_checked_against_the_model_before_scoring(tmp_path):
+    three = ("gaussian_noise", "fog", "snow")
+
+    def refused(directory, corruptions=three):
+        model = ShapedModel([0.0] * 10)
+        with pytest.raises(UserError) as info:
+            evaluation.evaluate_robustness(model, directory, corruptions=corruptions, progress=False)
+        assert model.seen == []  # nothing was scored
+        return str(info.value)
+
+    small = _npy_set(tmp_path / "small")
+    assert refused(small) == (
+        f"{small}/gaussian_noise.npy holds images of 28x28x3 (uint8 [50, 28, 28, 3]), "
+        f"but the model takes 32x32x3 images"
+    )
+    floats = _npy_set(tmp_path / "floats", shape=(32, 32, 3), dtype=np.float32)
+    assert (
+        refused(floats)
+        == f"{floats}/gaussian_noise.npy holds float32 pixels; CIFAR-10-C files hold uint8 pixels 0..255"
+    )
+    # The last file is wrong: found before the first cell is scored.
+    short = _npy_set(tmp_path / "short", shape=(32, 32, 3))
+    np.save(os.path.join(short, "snow.npy"), np.zeros((45, 32, 32, 3), np.uint8))
+    assert refused(short) == (
+        f"{short}/snow.npy holds 45 images but {short}/labels.npy 50 labels; a CIFAR-10-C directory "
+        f"needs one label per image (5 severity blocks in each file)"
+    )
+    labels = _npy_set(tmp_path / "labels", shape=(32, 32, 3))
+    np.save(os.path.join(labels, "labels.npy"), np.full(50, 12, np.int64))
+    assert refused(labels) == f"{labels}/labels.npy holds labels 12..12, but the model has 10 classes (0..9)"
+    assert refused(small, ("gaussian_noise", "frost")).startswith(
+        f"{small}/gaussian_noise.npy holds images of 28x28"
+    )
+    fits = _npy_set(tmp_path / "fits", shape=(32, 32, 3))
+    assert refused(fits, ("gaussian_noise", "frost")) == (
+        f"CIFAR-10-C file {fits}/frost.npy not found (expected the official .npy layout)"
+    )
+    result = evaluation.evaluate_robustness(
+        ShapedModel([0.0] * 10), fits, corruptions=three, include_meta_images=True, progress=False
+    )
+    assert [c["num_images"] for c in result["cells"]][:5] == [10] * 5
+
+
+def test_tool_refuses_wrong_files_in_one_line_and_keeps_the_report(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    report = run / "robustness"
+    report.mkdir(exist_ok=True)
+    (report / "robustness.json").write_text('{"cells": [], "clean": null}')
+    before = (report / "robustness.json").read_text()
+    small = _npy_set(tmp_path / "small")
+    proc = _run_tool(f"--workdir={run}", f"--cifar10c={small}", "--corruptions=gaussian_noise,fog,snow")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {small}/gaussian_noise.npy holds images of 28x28x3 (uint8 [50, 28, 28, 3]), "
+        f"but the model takes 32x32x3 images"
+    )
+    assert (report / "robustness.json").read_text() == before
+    # The same files through a SavedModel of the run (formerly a ~340-line traceback).
+    from robust_ssl.export import export_saved_model
+
+    exported = export_saved_model(str(run), str(tmp_path / "export"))
+    proc = _run_tool(
+        f"--saved_model={exported}",
+        f"--cifar10c={small}",
+        "--corruptions=fog",
+        f"--output_dir={tmp_path / 'o'}",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {small}/fog.npy holds images of 28x28x3 (uint8 [50, 28, 28, 3]), but the model takes 32x32x3 images"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def _fake_report(directory, corruptions, severities, num_images=100):
+    cells = [
+        {
+            "corruption": c,
+            "severity": s,
+            "accuracy": 0.5,
+            "error": 0.5,
+            "ece": 0.1,
+            "nll": 1.0,
+            "num_images": num_images,
+        }
+        for c in corruptions
+        for s in severities
+    ]
+    result = {"cells": cells, "clean": None, "settings": {}}
+    result["summary"] = evaluation.summarize(result)
+    os.makedirs(directory, exist_ok=True)
+    reports.write_json(result, os.path.join(directory, "robustness.json"))
+
+
+def test_a_complete_report_is_not_replaced_by_a_partial_one_unless_asked(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    _fake_report(out, cifar10c.ALL_CORRUPTIONS, cifar10c.SEVERITIES)
+    before = (out / "robustness.json").read_text()
+    kwargs = dict(workdir=tiny_run, output_dir=str(out), progress=False, log=lambda _: None)
+    with pytest.raises(UserError) as info:
+        evaluation.evaluate_run("generate", corruptions=("fog",), severities=(1, 5), max_images=8, **kwargs)
+    assert str(info.value) == (
+        f"{out} holds a complete report (95 cells); this evaluation scores 2 cells and would replace it "
+        f"(93 of its 95 cells would go; its cells have up to 100 images, --max_images=8 scores fewer): "
+        f"pass --output_dir=<another folder> to keep both, or --overwrite to replace it"
+    )
+    assert (out / "robustness.json").read_text() == before
+    result, _ = evaluation.evaluate_run(
+        "generate", corruptions=("fog",), severities=(1, 5), max_images=8, overwrite=True, **kwargs
+    )
+    assert len(result["cells"]) == 2
+    # A report with the same (or fewer) cells is simply replaced.
+    evaluation.evaluate_run(
+        "generate", corruptions=("fog", "snow"), severities=(1, 5), max_images=8, **kwargs
+    )
+    assert len(json.load(open(out / "robustness.json"))["cells"]) == 4

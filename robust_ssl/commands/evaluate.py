@@ -12,10 +12,33 @@ robust_ssl.data.corruptions (offline). Outputs (CSV, JSON, markdown table,
 heat map, bar chart) go to --output_dir (default <workdir>/robustness).
 
 --adapt compares test-time adaptation modes in one run (each cell scored by
-every mode, the model reset between cells): none (the model as trained), bn
-(batch norm with the test batch's statistics; --bn_prior mixes in the training
-statistics), tent (entropy minimisation on the batch-norm scale and shift),
-ttt (a few SGD steps on the run's self-supervised losses per test batch).
+every mode, the model reset between cells; a cell is fed in an order shuffled
+by --seed, in test batches of --adapt_batch_size):
+  none       the model as trained.
+  bn         batch norm with each test batch's statistics (dropout stays off);
+             --bn_prior=N mixes in the training statistics.
+  tent       TENT: per test batch, --tent_steps Adam steps (--tent_lr) on the
+             mean entropy of the predictions, updating only the batch-norm
+             scale and shift, with the batch's statistics; online within a
+             cell (--tent_episodic: reset before every batch).
+  ttt        TTT, the standard version of Sun et al. 2020, one image at a
+             time: --ttt_batch_size (32) randomly cropped and flipped copies
+             of the image, each rotated by a random multiple of 90 degrees
+             (or transformed by the --ttt_tasks task), --ttt_steps (1) plain
+             SGD steps (--ttt_lr 1e-3, loss weight 1) on the rotation
+             classification loss with the copies' batch statistics, updating
+             the trunk and the task's head; then the image is predicted with
+             the training statistics. Reset before every image
+             (--ttt_online: only between cells). Differences from the official
+             code: see robust_ssl/robustness/adaptation.py.
+  ttt_batch  not the paper's protocol: per test batch, --ttt_batch_steps (3)
+             SGD steps (--ttt_lr, --ttt_momentum 0) on the run's weighted loss
+             Σ λ_i L_i of the --ttt_tasks tasks with the batch's statistics,
+             updating the trunk (--ttt_params=bn: only batch norm's scale and
+             shift), then predicting the batch with the training statistics;
+             reset before every batch (--ttt_online: between cells).
+  ttt_bn     ttt_batch's adaptation, then predicting the batch with its own
+             batch-norm statistics (as bn).
 """
 
 from absl import flags
@@ -48,19 +71,51 @@ _INCLUDE_META = flags.DEFINE_boolean(
     "Score the meta-validation images too (refused if the run's meta loss used them).",
 )
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells.")
-_ADAPT = flags.DEFINE_string("adapt", None, "Test-time adaptation modes to compare: none,bn,tent,ttt.")
-_ADAPT_BATCH = flags.DEFINE_integer("adapt_batch_size", 200, "Test batch size of the adaptation modes.")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace a report in the output folder that has cells this evaluation does not score."
+)
+_ADAPT = flags.DEFINE_string(
+    "adapt", None, "Test-time adaptation modes to compare: none,bn,tent,ttt,ttt_batch,ttt_bn."
+)
+_ADAPT_BATCH = flags.DEFINE_integer(
+    "adapt_batch_size",
+    200,
+    "Test batch size of bn, tent, ttt_batch and ttt_bn (ttt adapts to one image at a time).",
+    lower_bound=1,
+)
 _BN_PRIOR = flags.DEFINE_float("bn_prior", 0.0, "bn: prior strength N of the training statistics (0 = none).")
 _TENT_LR = flags.DEFINE_float("tent_lr", 1e-3, "tent: Adam learning rate.")
-_TENT_STEPS = flags.DEFINE_integer("tent_steps", 1, "tent: steps per test batch.")
+_TENT_STEPS = flags.DEFINE_integer("tent_steps", 1, "tent: Adam steps per test batch.", lower_bound=1)
 _TENT_EPISODIC = flags.DEFINE_boolean("tent_episodic", False, "tent: reset before every batch.")
 _TTT_TASKS = flags.DEFINE_string(
-    "ttt_tasks", "", "ttt: tasks to adapt with (default: the run's rotation-like tasks)."
+    "ttt_tasks",
+    "",
+    "ttt, ttt_batch, ttt_bn: tasks to adapt with (default: the run's tasks that classify a "
+    "transformation, e.g. rotation; ttt takes only such tasks).",
 )
-_TTT_LR = flags.DEFINE_float("ttt_lr", 1e-3, "ttt: SGD learning rate.")
-_TTT_STEPS = flags.DEFINE_integer("ttt_steps", 3, "ttt: SGD steps per test batch.")
-_TTT_PARAMS = flags.DEFINE_enum("ttt_params", "trunk", ["trunk", "bn"], "ttt: what it updates.")
-_TTT_ONLINE = flags.DEFINE_boolean("ttt_online", False, "ttt: keep the adaptation within a cell.")
+_TTT_LR = flags.DEFINE_float("ttt_lr", 1e-3, "ttt, ttt_batch, ttt_bn: SGD learning rate.")
+_TTT_STEPS = flags.DEFINE_integer(
+    "ttt_steps", 1, "ttt: plain SGD steps per test image (the paper reports 1 and 10).", lower_bound=1
+)
+_TTT_BATCH_SIZE = flags.DEFINE_integer(
+    "ttt_batch_size", 32, "ttt: augmented copies of each test image per step.", lower_bound=1
+)
+_TTT_ONLINE = flags.DEFINE_boolean(
+    "ttt_online",
+    False,
+    "ttt, ttt_batch, ttt_bn: keep the adaptation across a cell's images or batches (reset between "
+    "cells only; default: reset before every image or batch).",
+)
+_TTT_BATCH_STEPS = flags.DEFINE_integer(
+    "ttt_batch_steps", 3, "ttt_batch, ttt_bn: SGD steps per test batch.", lower_bound=1
+)
+_TTT_MOMENTUM = flags.DEFINE_float("ttt_momentum", 0.0, "ttt_batch, ttt_bn: SGD momentum.")
+_TTT_PARAMS = flags.DEFINE_enum(
+    "ttt_params",
+    "trunk",
+    ["trunk", "bn"],
+    "ttt_batch, ttt_bn: what they update (all trunk weights, or batch norm's scale and shift).",
+)
 flags.mark_flag_as_required("cifar10c")
 
 
@@ -80,8 +135,11 @@ def main(argv):
             ttt_tasks=_TTT_TASKS.value,
             ttt_lr=_TTT_LR.value,
             ttt_steps=_TTT_STEPS.value,
-            ttt_params=_TTT_PARAMS.value,
+            ttt_batch_size=_TTT_BATCH_SIZE.value,
             ttt_online=_TTT_ONLINE.value,
+            ttt_batch_steps=_TTT_BATCH_STEPS.value,
+            ttt_momentum=_TTT_MOMENTUM.value,
+            ttt_params=_TTT_PARAMS.value,
             seed=_SEED.value,
         )
         _, paths = evaluation.evaluate_run(
@@ -101,6 +159,7 @@ def main(argv):
             progress=_PROGRESS.value,
             adapt=adapt,
             adapt_settings=settings,
+            overwrite=_OVERWRITE.value,
         )
     with open(paths["markdown"]) as f:
         print(f.read())

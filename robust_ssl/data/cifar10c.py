@@ -184,6 +184,81 @@ def load_npy_block(directory, corruption, severity):
     return np.asarray(images[lo:hi]), np.asarray(labels[lo:hi]).astype(np.int32)
 
 
+def _open_npy(path):
+    """A memory-mapped .npy array; a missing or unreadable file is one UserError line."""
+    if not os.path.exists(path):
+        raise UserError(f"CIFAR-10-C file {path} not found (expected the official .npy layout)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot read CIFAR-10-C file {path}: {str(e).splitlines()[0] or type(e).__name__}"
+        ) from None
+
+
+def _shape_text(shape):
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def check_npy_directory(directory, corruptions, image_shape=None, num_classes=None):
+    """Checks the `.npy` files of a CIFAR-10-C directory before anything is scored.
+
+    Every file the evaluation will read is opened (memory-mapped, nothing is
+    decoded): `labels.npy` must hold integer labels, one per image, 5 whole
+    severity blocks, within the model's classes; each `<corruption>.npy`
+    uint8 images [N, H, W, 3] of the model's input size, as many as there are
+    labels.
+
+    Args:
+      directory: the CIFAR-10-C directory.
+      corruptions: the corruption names that will be read.
+      image_shape: (H, W, C) the model takes (None, or None entries: not checked).
+      num_classes: the model's number of classes (None: not checked).
+
+    Returns:
+      The number of images per (corruption, severity) block.
+
+    Raises:
+      UserError: the first file that does not fit, named, in one line.
+    """
+    labels_path = os.path.join(directory, "labels.npy")
+    labels = _open_npy(labels_path)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(
+            f"{labels_path} holds {labels.dtype} {list(labels.shape)}; CIFAR-10-C labels are one integer per image"
+        )
+    if not len(labels) or len(labels) % len(SEVERITIES):
+        raise UserError(
+            f"{labels_path} holds {len(labels)} labels, not 5 whole severity blocks of the same size"
+        )
+    if num_classes is not None:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise UserError(
+                f"{labels_path} holds labels {low}..{high}, but the model has {num_classes} classes "
+                f"(0..{num_classes - 1})"
+            )
+    expected = tuple(image_shape) if image_shape is not None else (None, None, 3)
+    for corruption in corruptions:
+        path = os.path.join(directory, f"{corruption}.npy")
+        images = _open_npy(path)
+        shape = tuple(images.shape[1:])
+        wrong_shape = images.ndim != 4 or any(e is not None and e != a for e, a in zip(expected, shape))
+        if wrong_shape:
+            raise UserError(
+                f"{path} holds images of {_shape_text(shape)} ({images.dtype} {list(images.shape)}), "
+                f"but the model takes {_shape_text(expected)} images"
+            )
+        if images.dtype != np.uint8:
+            raise UserError(f"{path} holds {images.dtype} pixels; CIFAR-10-C files hold uint8 pixels 0..255")
+        if len(images) != len(labels):
+            raise UserError(
+                f"{path} holds {len(images)} images but {labels_path} {len(labels)} labels; "
+                f"a CIFAR-10-C directory needs one label per image (5 severity blocks in each file)"
+            )
+    return len(labels) // len(SEVERITIES)
+
+
 def load_tfds_block(corruption, severity, data_dir=None):
     """One block from tfds `cifar10_corrupted`, in the file order of tfds."""
     import tensorflow_datasets as tfds

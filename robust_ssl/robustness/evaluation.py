@@ -180,7 +180,61 @@ def make_predictor(model, batch_size=500, outputs="auto"):
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 
     predict.is_predictor = True
+    predict.image_shape, predict.num_classes = model_input(model)
     return predict
+
+
+def model_input(model):
+    """(image shape (H, W, C), number of classes) a model takes and gives; None where unknown.
+
+    Args:
+      model: a `RobustSSLModel`, another Keras model, or a callable or
+        predictor with `image_shape` / `num_classes` attributes
+        (`load_saved_model`, `make_predictor`).
+    """
+    shape = getattr(model, "image_shape", None)
+    classes = getattr(model, "num_classes", None)
+    try:
+        if shape is None and isinstance(getattr(model, "input_shape", None), tuple):
+            shape = tuple(model.input_shape[1:]) if len(model.input_shape) == 4 else None
+        if classes is None and isinstance(getattr(model, "output_shape", None), tuple):
+            classes = model.output_shape[-1]
+    except (AttributeError, ValueError):  # a model that was never built
+        pass
+    return (tuple(shape) if shape is not None else None), (int(classes) if classes else None)
+
+
+def _check_fits(what, shape, expected):
+    """UserError (one line naming `what`) unless images of `shape` fit a model taking `expected`."""
+    if expected is None:
+        return
+    if len(shape) != len(expected) or any(e is not None and e != a for e, a in zip(expected, shape)):
+        size = "x".join("?" if d is None else str(d) for d in expected)
+        raise UserError(f"{what} are {'x'.join(map(str, shape))} images, but the model takes {size} images")
+
+
+def check_inputs(model, kind, source, corruptions, clean=None):
+    """Checks, before anything is scored, that the images and labels fit the model.
+
+    Official `.npy` files: every file's shape, dtype and count
+    (`cifar10c.check_npy_directory`); tfds CIFAR-10-C: 32x32x3 images; the
+    clean test set (and so generated corruptions): its image size and labels.
+
+    Raises:
+      UserError: the first set or file that does not fit, named, in one line.
+    """
+    shape, classes = model_input(model)
+    if kind == "npy":
+        cifar10c.check_npy_directory(source, corruptions, shape, classes)
+    elif kind == TFDS:
+        _check_fits("tfds cifar10_corrupted images", (32, 32, 3), shape)
+    if clean is not None:
+        images, labels = clean
+        _check_fits("the clean test images", tuple(np.shape(images)[1:]), shape)
+        if classes is not None and len(labels) and (np.min(labels) < 0 or np.max(labels) >= classes):
+            raise UserError(
+                f"the clean test labels reach {int(np.max(labels))}, but the model has {classes} classes"
+            )
 
 
 def load_saved_model(path):
@@ -234,12 +288,23 @@ def load_saved_model(path):
 
     def call(images01):
         x = np.clip(np.round(images01 * 255.0), 0, 255).astype(np.uint8) if wants_uint8 else images01
-        out = function(**{input_name: tf.constant(x)}) if input_name else function(tf.constant(x))
+        try:
+            out = function(**{input_name: tf.constant(x)}) if input_name else function(tf.constant(x))
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            detail = str(getattr(e, "message", e)).strip().splitlines()
+            raise UserError(
+                f"the SavedModel in {path} refused a batch of {list(x.shape)} {x.dtype} images: "
+                f"{detail[0] if detail else type(e).__name__}"
+            ) from None
         if isinstance(out, dict):
             out = out["logits"] if "logits" in out else out.get("probabilities", next(iter(out.values())))
         return np.asarray(out)
 
     call.loaded = loaded  # keep the trackable object (and its variables) alive
+    call.image_shape = tuple(spec.shape[1:]) if spec is not None and spec.shape.rank == 4 else None
+    outputs = getattr(function, "structured_outputs", None)
+    logits = outputs.get("logits") if isinstance(outputs, dict) else None
+    call.num_classes = logits.shape[-1] if logits is not None and logits.shape.rank == 2 else None
     return call
 
 
@@ -497,6 +562,7 @@ def evaluate_robustness(
     kind = _source_kind(source)
     exclusion = leak_guard(meta_validation, source, include_meta_images, data_config)
     scorers = _scorers(model, batch_size, adapt, adapt_settings)
+    check_inputs(model, kind, source, corruptions, clean)  # every file, before anything is scored
     if clean is not None:
         clean_images, clean_labels = (np.asarray(a) for a in clean)
         clean_images = clean_images[exclusion.clean_skip :]
@@ -786,6 +852,41 @@ def _assumption(run_dir, source, include_meta_images, config):
     )
 
 
+def check_replaced_report(output_dir, corruptions, severities, max_images=None):
+    """Refuses to replace a report with one that would hold less, before anything is scored.
+
+    A report in `output_dir` with (corruption, severity) cells this
+    evaluation does not score, or with more images per cell than
+    `max_images`, would be lost.
+
+    Raises:
+      UserError: one line saying what the report holds, and the two ways on
+        (--output_dir elsewhere, or --overwrite).
+    """
+    path = os.path.join(output_dir, rundir.ROBUSTNESS_JSON)
+    if not os.path.isfile(path):
+        return
+    try:
+        old = reports.read_results(path)
+    except UserError:
+        return  # unreadable: nothing that could be kept
+    wanted = {(c, int(s)) for c in corruptions for s in severities}
+    had = {(c["corruption"], int(c["severity"])) for c in old["cells"]}
+    counts = [c["num_images"] for c in old["cells"] if c.get("num_images")]
+    lost = []
+    if had - wanted:
+        lost.append(f"{len(had - wanted)} of its {len(had)} cells would go")
+    if max_images and counts and max_images < max(counts):
+        lost.append(f"its cells have up to {max(counts)} images, --max_images={max_images} scores fewer")
+    if lost:
+        complete = "a complete report" if summarize(old)["all_complete"] else "a report"
+        raise UserError(
+            f"{output_dir} holds {complete} ({len(had)} cells); this evaluation scores {len(wanted)} cells "
+            f"and would replace it ({'; '.join(lost)}): pass --output_dir=<another folder> to keep both, "
+            f"or --overwrite to replace it"
+        )
+
+
 def _label(path):
     """A short name of a run for legends: its directory, not robustness/ or a file."""
     path = os.path.abspath(path)
@@ -826,6 +927,7 @@ def evaluate_run(
     log=print,
     adapt=None,
     adapt_settings=None,
+    overwrite=False,
 ):
     """What `robust-ssl evaluate` does: load a run's model, score it, write reports.
 
@@ -842,6 +944,9 @@ def evaluate_run(
       include_meta_images, tfds_data_dir, progress, adapt, adapt_settings: see
         `evaluate_robustness`.
       log: function for one-line notes (warnings, outputs).
+      overwrite: replace a report in `output_dir` that has cells (or images
+        per cell) this evaluation would not score; without it such a report
+        is refused before anything is scored (`check_replaced_report`).
 
     Returns:
       (results dict, dict of written paths).
@@ -862,6 +967,12 @@ def evaluate_run(
     # Refuse a leak before the (slow) model and data loading.
     leak_guard(record, cifar10c_source, include_meta_images, config.data if config is not None else None)
     baseline_result = load_results(baseline) if baseline else None  # fail early on a bad path
+    if not output_dir:
+        if not run_dir:
+            raise UserError("pass --output_dir (no run directory to write into)")
+        output_dir = os.path.join(run_dir, rundir.ROBUSTNESS)
+    if not overwrite:
+        check_replaced_report(output_dir, corruptions, severities, max_images)
 
     if saved_model:
         model = make_predictor(load_saved_model(saved_model), batch_size)
@@ -910,10 +1021,6 @@ def evaluate_run(
     result["settings"]["model"] = os.path.abspath(model_name)
     if baseline:
         result["settings"]["baseline"] = os.path.abspath(baseline)
-    if not output_dir:
-        if not run_dir:
-            raise UserError("pass --output_dir (no run directory to write into)")
-        output_dir = os.path.join(run_dir, rundir.ROBUSTNESS)
     name = _label(run_dir or saved_model)
     base_name = _label(baseline) if baseline else "baseline"
     if base_name == name:
