@@ -107,6 +107,35 @@ def lost_workers(config, workdir):
         raise UserError(distribute.lost_worker_message(e, epoch)) from None
 
 
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+def interrupted_message(workdir):
+    """The one line `robust-ssl train` prints on Ctrl-C: what is saved, and how to resume.
+
+    Args:
+      workdir: the run's directory.
+
+    Returns:
+      `interrupted: kept <checkpoint> (…); run the same command to resume from it`,
+      or, before the first checkpoint, that the same command starts afresh.
+    """
+    from robust_ssl import rundir
+
+    path = rundir.latest_checkpoint(os.path.join(workdir, rundir.CHECKPOINTS)) if workdir else None
+    if path is None:
+        return (
+            "interrupted before the first checkpoint: nothing to resume from; "
+            "the same command starts the run afresh"
+        )
+    step = rundir.checkpoint_step(path)
+    where = f"epoch {rundir.checkpoint_epoch(path)}" + ("" if step is None else f" and step {step}")
+    done = " (training had finished)" if os.path.isfile(os.path.join(workdir, rundir.MODEL)) else ""
+    return (
+        f"interrupted: the run is saved up to {where} in {path}{done}; run the same command to resume from it"
+    )
+
+
 def summary(results, workdir):
     """A short human-readable end-of-run report."""
     lines = [f"clean test accuracy: {results['test_accuracy']:.4f}"]
@@ -210,20 +239,24 @@ def main(argv=None):
     # overrides there), so it holds this command's arguments from here on.
     prog = f"{PROG} {name}"
     sys.argv = [prog, *rest]
-    module = importlib.import_module(f"robust_ssl.commands.{COMMANDS[name][0]}")
-    if _wants_help(rest):
-        print(command_help(name, module))
-        return 0
-    config_flag = getattr(module, "CONFIG_FLAG", None)  # set by commands with a --config
-    if config_flag:
-        with user_errors():
-            try:  # a --config inside a --flagfile is resolved too
-                rest = flags.FLAGS.read_flags_from_files(rest, force_gnu=False)
-            except (OSError, flags.Error) as e:
-                raise UserError(str(e)) from e
-            rest = configs.resolve_argv(rest, config_flag)
-        sys.argv = [prog, *rest]
-    app.run(module.main, argv=sys.argv, flags_parser=_flags_parser(config_flag, level))
+    try:
+        module = importlib.import_module(f"robust_ssl.commands.{COMMANDS[name][0]}")
+        if _wants_help(rest):
+            print(command_help(name, module))
+            return 0
+        config_flag = getattr(module, "CONFIG_FLAG", None)  # set by commands with a --config
+        if config_flag:
+            with user_errors():
+                try:  # a --config inside a --flagfile is resolved too
+                    rest = flags.FLAGS.read_flags_from_files(rest, force_gnu=False)
+                except (OSError, flags.Error) as e:
+                    raise UserError(str(e)) from e
+                rest = configs.resolve_argv(rest, config_flag)
+            sys.argv = [prog, *rest]
+        app.run(module.main, argv=sys.argv, flags_parser=_flags_parser(config_flag, level))
+    except KeyboardInterrupt:  # commands that save work say what they kept (`interrupted_message`)
+        print(f"interrupted: {prog} stopped", file=sys.stderr)
+        return INTERRUPTED_STATUS
     return 0
 
 
@@ -276,33 +309,67 @@ def _flags_parser(config_flag, level):
     return parse
 
 
+def _unquote(text):
+    """A flag value without one pair of enclosing quotes."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _config_value(argv, config_flag):
+    """The value of the config flag in argv (argv[0] is the program), or the flag's default."""
+    from absl import flags
+
+    value = flags.FLAGS[config_flag].default_as_str or ""
+    for i, arg in enumerate(argv[1:]):
+        if arg == "--":
+            break
+        if arg.startswith((f"--{config_flag}=", f"-{config_flag}=")):
+            value = arg.partition("=")[2]
+        elif arg in (f"--{config_flag}", f"-{config_flag}") and i + 2 < len(argv):
+            value = argv[i + 2]
+    return _unquote(value)
+
+
+def _first_line(error):
+    """The first line of an exception's message ("" without one)."""
+    if isinstance(error, KeyError) and error.args:  # str(KeyError) quotes its message
+        text = str(error.args[0])
+    else:
+        text = str(getattr(error, "message", None) or error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def _flag_error(error, argv, config_flag):
-    """The one-line message of a failed flag parse: an unknown config key is named, with a hint."""
+    """The one-line message of a failed flag parse.
+
+    A config file that does not load is named, with its error; an unknown
+    config key is named, with a hint.
+    """
     from absl import flags
 
     from robust_ssl import config_utils, configs
 
     if config_flag:
-        keys = config_utils.override_keys(argv[1:], config_flag)
-        if keys:
-            try:
-                value = flags.FLAGS[config_flag].default_as_str or ""
-                for i, arg in enumerate(argv[1:]):
-                    if arg.startswith((f"--{config_flag}=", f"-{config_flag}=")):
-                        value = arg.partition("=")[2]
-                    elif arg in (f"--{config_flag}", f"-{config_flag}") and i + 2 < len(argv):
-                        value = argv[i + 2]
-                config = configs.load(value.strip("'\""))
-            except Exception:
-                config = None
-            if config is not None:
-                for key in keys:
-                    message = config_utils.unknown_key(config, key)
-                    if message:
-                        return message
-    text = str(getattr(error, "message", None) or error) or type(error).__name__
-    lines = [line.strip() for line in text.strip().strip("'\"").splitlines() if line.strip()]
-    first = lines[0] if lines else type(error).__name__
+        value = _config_value(argv, config_flag)
+        try:
+            config = configs.load(value)
+        except UserError as e:
+            return str(e)
+        except Exception as e:  # the file's own error: not Python, get_config() failing, …
+            first = _first_line(e)
+            return (
+                f"config file {value.partition(':')[0]} does not load ({type(e).__name__}"
+                f"{': ' + first if first else ''}); a config file is Python whose get_config() "
+                f"returns an ml_collections ConfigDict"
+            )
+        if config is not None:
+            for key in config_utils.override_keys(argv[1:], config_flag):
+                message = config_utils.unknown_key(config, key)
+                if message:
+                    return message
+    first = _first_line(error) or type(error).__name__
     if not isinstance(error, flags.Error):
         first = f"{type(error).__name__}: {first}"
     return first

@@ -259,12 +259,19 @@ def differences(config, workdir):
 
     Returns:
       `changed_keys` of its config.json and `config`; [] when it has none.
+
+    Raises:
+      UserError: a config.json that cannot be read (damaged, not JSON), in one line.
     """
     path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return changed_keys(json.load(f), recorded(config))
+    saved = rundir.read_json(path)
+    if not isinstance(saved, dict):
+        from robust_ssl.errors import UserError
+
+        raise UserError(f"cannot read {path}: it holds a JSON {type(saved).__name__}, not a config")
+    return changed_keys(saved, recorded(config))
 
 
 def all_keys(config, prefix=""):
@@ -278,6 +285,54 @@ def all_keys(config, prefix=""):
     return out
 
 
+def _abbreviates(short, name):
+    """Whether `short` is the initials of `name`'s words ("lr" of "learning_rate")."""
+    words = [w for w in name.split("_") if w]
+    return len(words) > 1 and short == "".join(w[0] for w in words)
+
+
+def closest_key(config, key):
+    """The existing dotted key a mistyped `key` most likely means, or None.
+
+    The last component counts most: a key of the same parent whose name
+    matches (`train.lr` → `train.learning_rate` by its initials,
+    `train.epoch` → `train.epochs`), then a key anywhere with that name, its
+    initials or a close name (`lr` → `train.learning_rate`), then the closest
+    whole key. Keys the typed one starts with (`train` for `train.lr`) are
+    never proposed.
+
+    Args:
+      config: a ConfigDict (or nested dict).
+      key: the dotted key as typed.
+
+    Returns:
+      A dotted key of `config`, or None when nothing is close.
+    """
+    import difflib
+
+    keys = [k for k in all_keys(config) if not key.startswith(k + ".")]
+    parent, _, last = key.rpartition(".")
+
+    def name(k):
+        return k.rpartition(".")[2]
+
+    def best(candidates):
+        return max(candidates, key=lambda k: difflib.SequenceMatcher(None, key, k).ratio())
+
+    same_parent = [k for k in keys if k.rpartition(".")[0] == parent]
+    for pool, cutoff in ((same_parent, 0.6), (keys, 0.8)):
+        for match in (
+            lambda k: name(k) == last,
+            lambda k: _abbreviates(last, name(k)),
+            lambda k, cutoff=cutoff: difflib.SequenceMatcher(None, last, name(k)).ratio() >= cutoff,
+        ):
+            found = [k for k in pool if match(k)]
+            if found:
+                return best(found)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def unknown_key(config, key):
     """The one-line message for a dotted key the config does not have, or None if it has it.
 
@@ -287,15 +342,13 @@ def unknown_key(config, key):
 
     Returns:
       `unknown config key train.epoch; did you mean train.epochs?` (the
-      hint from difflib, left out when nothing is close), or None.
+      hint from `closest_key`, left out when nothing is close), or None.
     """
-    import difflib
-
     node = config
     for part in key.split("."):
         if not hasattr(node, "items") or part not in node:
-            close = difflib.get_close_matches(key, all_keys(config), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = closest_key(config, key)
+            hint = f"; did you mean {close}?" if close else ""
             return f"unknown config key {key}{hint}"
         node = node[part]
     return None

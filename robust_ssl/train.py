@@ -284,10 +284,18 @@ def _prepare_workdir(config, workdir):
       ConfigError: the workdir holds a different run.
     """
     os.makedirs(workdir, exist_ok=True)
-    changed = config_utils.differences(config, workdir)
     started = rundir.checkpoints(os.path.join(workdir, rundir.CHECKPOINTS)) or os.path.exists(
         os.path.join(workdir, rundir.MODEL)
     )
+    try:
+        changed = config_utils.differences(config, workdir)
+    except UserError as e:  # a damaged config.json: which run this is cannot be told
+        if started and not config.train.overwrite:
+            raise ConfigError(
+                f"{e}; restore it to resume the run in {workdir}, use another --workdir, or "
+                f"--config.train.overwrite=True to start afresh there"
+            ) from None
+        changed = [rundir.CONFIG]
     if changed and started and not config.train.overwrite:
         raise ConfigError(
             f"{workdir} holds a run with a different config ({', '.join(changed[:5])}"
@@ -425,7 +433,7 @@ def train_and_evaluate(config, workdir):
                 config.train.log_every_steps,
                 tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
             ),
-            keras.callbacks.CSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
+            callbacks_lib.EpochCSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
             keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
             callbacks_lib.AtomicCheckpoint(
                 os.path.join(workdir, rundir.CHECKPOINTS),

@@ -86,7 +86,8 @@ def rows(path):
 
 
 def assert_logs_whole(workdir, epochs=2, steps=4):
-    assert [int(r["epoch"]) for r in rows(workdir / rundir.METRICS)] == list(range(epochs))
+    # Epochs numbered as the console and the checkpoints number them: 1 … epochs.
+    assert [int(r["epoch"]) for r in rows(workdir / rundir.METRICS)] == list(range(1, epochs + 1))
     assert [int(r["step"]) for r in rows(workdir / rundir.LAMBDAS)] == list(range(1, steps + 1))
 
 
@@ -252,11 +253,11 @@ def test_a_config_without_a_checkpoint_is_not_another_run(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     rundir.write_config({"tasks": "ir", "train": {"epochs": 7}}, str(workdir))  # stopped before a checkpoint
-    (workdir / rundir.METRICS).write_text("epoch,loss\n0,1.0\n")
+    (workdir / rundir.METRICS).write_text("epoch,loss\n1,1.0\n")
     results = train.train_and_evaluate(config(**{"train.epochs": 1}), str(workdir))
     assert results["steps"] == 2
     assert json.loads((workdir / rundir.CONFIG).read_text())["tasks"] == "rotation"
-    assert [int(r["epoch"]) for r in rows(workdir / rundir.METRICS)] == [0]
+    assert [int(r["epoch"]) for r in rows(workdir / rundir.METRICS)] == [1]  # the new run's only epoch
 
 
 def test_checkpoints_are_ordered_by_epoch_and_step(tmp_path):
@@ -464,6 +465,93 @@ def test_an_unknown_config_key_is_one_line_with_a_suggestion(tmp_path):
     proc = run_cli("train", *TINY, "--workdir=run", "--workdri=x", cwd=tmp_path, env=quiet_env())
     assert one_error(proc).startswith("error: Unknown command line flag 'workdri'")
     assert not (tmp_path / "run").exists()
+
+
+def test_suggestions_match_the_last_component_of_a_key():
+    from robust_ssl import config_utils
+    from robust_ssl.configs import default
+
+    base = default.get_config()
+    for typed, meant in [
+        ("train.lr", "train.learning_rate"),  # the initials of the last component; never just "train"
+        ("train.wd", "train.weight_decay"),
+        ("train.epoch", "train.epochs"),
+        ("trian.epochs", "train.epochs"),
+        ("learning_rate", "train.learning_rate"),  # the name, under another parent
+        ("data.sorce", "data.source"),
+    ]:
+        assert config_utils.unknown_key(base, typed) == f"unknown config key {typed}; did you mean {meant}?"
+    assert config_utils.unknown_key(base, "foo.bar") == "unknown config key foo.bar"
+
+
+def test_a_config_file_that_does_not_load_and_a_bad_value_are_one_whole_line(tmp_path):
+    (tmp_path / "hostname").write_text("vm\n")  # what --config=/etc/hostname reads
+    proc = run_cli(
+        "train", f"--config={tmp_path / 'hostname'}", "--workdir=run", cwd=tmp_path, env=quiet_env()
+    )
+    assert one_error(proc) == (
+        f"error: config file {tmp_path / 'hostname'} does not load (NameError: name 'vm' is not defined); "
+        f"a config file is Python whose get_config() returns an ml_collections ConfigDict"
+    )
+    (tmp_path / "none.py").write_text("x = 1\n")
+    proc = run_cli("train", "--config=none.py", "--workdir=run", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == f"error: config file {tmp_path / 'none.py'} defines no get_config()"
+    # The closing quote of a message is kept.
+    proc = run_cli(
+        "train", *TINY, "--workdir=run", "--config.train.epochs=abc", cwd=tmp_path, env=quiet_env()
+    )
+    assert one_error(proc) == (
+        "error: flag --config.train.epochs=abc: invalid literal for int() with base 10: 'abc'"
+    )
+    proc = run_cli("train", *TINY, "--workdir=run", "--config.train.lr=0.05", cwd=tmp_path, env=quiet_env())
+    assert one_error(proc) == "error: unknown config key train.lr; did you mean train.learning_rate?"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_config_json_is_one_line_and_overwrite_starts_afresh(finished, tmp_path):
+    workdir = copy_run(finished, tmp_path)
+    (workdir / rundir.CONFIG).write_text('{"tasks": "rotation", "train": {')  # cut short
+    before = snapshot(workdir)
+    proc = tool(workdir, tmp_path)
+    assert one_error(proc) == (
+        f"error: cannot read {workdir / rundir.CONFIG}: JSONDecodeError: Expecting property name enclosed "
+        f"in double quotes: line 1 column 33 (char 32); restore it to resume the run in {workdir}, use "
+        f"another --workdir, or --config.train.overwrite=True to start afresh there"
+    )
+    assert snapshot(workdir) == before
+    results = train.train_and_evaluate(config(**{"train.overwrite": True}), str(workdir))
+    assert results["resumed_from_step"] == 0 and results["steps"] == 4
+    assert json.loads((workdir / rundir.CONFIG).read_text())["tasks"] == "rotation"
+
+
+def test_ctrl_c_is_one_line_saying_what_is_saved_and_how_to_resume(tmp_path):
+    config_file = write_config_file(
+        tmp_path / "tiny.py", **{**SETTINGS, "train.epochs": 100, "train.verbose": 2}
+    )
+    command = [sys.executable, "-m", "robust_ssl.cli", "train", f"--config={config_file}", "--workdir=run"]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    for line in proc.stdout:  # one line per epoch; the epoch's checkpoint is written before it
+        if re.match(r"^\d+/\d+ - ", line) or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    (line,) = err.strip().splitlines()
+    newest = rundir.latest_checkpoint(str(tmp_path / "run" / rundir.CHECKPOINTS))
+    match = re.fullmatch(
+        r"interrupted: the run is saved up to epoch (\d+)(?: and step (\d+))? in (\S+); "
+        r"run the same command to resume from it",
+        line,
+    )
+    assert match, line
+    assert os.path.abspath(tmp_path / match.group(3)) == newest and int(match.group(1)) >= 1
+    assert not (tmp_path / "run" / rundir.LOCK).exists()
+    # Nothing half-written is left, and the same command resumes from that checkpoint.
+    assert not [p for p in os.listdir(tmp_path / "run" / rundir.CHECKPOINTS) if p.startswith(".")]
 
 
 def test_a_relative_config_file_from_another_directory(tmp_path):

@@ -46,9 +46,13 @@ def main(argv):
             )
             return
         print("resolved config:\n" + preflight.describe(config), flush=True)
-        with cli.workdir_kept_on_start_failure(workdir), cli.lost_workers(config, workdir):
-            from robust_ssl.train import train_and_evaluate
+        try:
+            with cli.workdir_kept_on_start_failure(workdir), cli.lost_workers(config, workdir):
+                from robust_ssl.train import train_and_evaluate
 
-            results = train_and_evaluate(config, workdir)
+                results = train_and_evaluate(config, workdir)
+        except KeyboardInterrupt:  # Ctrl-C: one line, what is saved and how to resume
+            print(cli.interrupted_message(workdir), file=sys.stderr)
+            sys.exit(cli.INTERRUPTED_STATUS)
     print(cli.summary(results, workdir))
     sys.stdout.flush()

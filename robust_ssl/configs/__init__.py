@@ -29,6 +29,7 @@ packaged config by its module name, see `name_of`). An unknown name fails
 before any file is loaded, with one line naming the known configs.
 """
 
+import importlib.machinery
 import importlib.util
 import os
 
@@ -115,9 +116,12 @@ def load(name_or_path):
     if name is not None:
         module = importlib.import_module(f"{__name__}.{name}")
     else:
-        spec = importlib.util.spec_from_file_location(f"_robust_ssl_config_{abs(hash(file))}", file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # Any file name, as ml_collections reads it (spec_from_file_location wants a .py).
+        loader = importlib.machinery.SourceFileLoader(f"_robust_ssl_config_{abs(hash(file))}", file)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"config file {file} defines no get_config()")
     return module.get_config(*([arg] if arg else []))
 
 
