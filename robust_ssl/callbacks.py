@@ -81,6 +81,18 @@ class LambdaLogger(keras.callbacks.Callback):
                     tf.summary.scalar(f"lambda/{name}", value)
 
 
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with the epochs numbered from 1.
+
+    As the progress output ("Epoch 1/3") and the checkpoints (epoch_001.keras
+    after the first epoch) number them: the row of epoch E is the one the
+    checkpoint epoch_E.keras ends.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, λ, optimiser state) after every epoch, and within epochs.
 

@@ -3,8 +3,9 @@
 A training run (`robust-ssl train`, `robust_ssl.train`) writes into its workdir:
 
   config.json           CONFIG           the resolved config (`write_config`)
-  metrics.csv           METRICS          per epoch (Keras' CSVLogger): losses per task, meta
-                                         loss, λ per task, accuracy, val_accuracy, images/s
+  metrics.csv           METRICS          per epoch, numbered from 1 (`callbacks.EpochCSVLogger`):
+                                         losses per task, meta loss, λ per task, accuracy,
+                                         val_accuracy, images/s
   lambdas.csv           LAMBDAS          λ every `train.log_every_steps` steps: step, epoch,
                                          one column per task (`robust_ssl.callbacks.LambdaLogger`)
   tensorboard/          TENSORBOARD      TensorBoard logs (λ in tensorboard/lambdas/)
@@ -349,20 +350,43 @@ def _cut_csv(path, keep):
     return dropped
 
 
+def _number_epochs_from_one(path):
+    """Renumbers a metrics.csv of an earlier version (epochs from 0) from 1, as they are now."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines or "epoch" not in lines[0]:
+        return
+    column = lines[0].index("epoch")
+    rows = [line for line in lines[1:] if line != lines[0]]
+    if not rows or len(rows[0]) <= column or rows[0][column] != "0":
+        return
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(lines[0])
+        for line in rows:
+            if len(line) > column and line[column].isdigit():
+                line = [*line[:column], str(int(line[column]) + 1), *line[column + 1 :]]
+            writer.writerow(line)
+
+
 def cut_logs(workdir, epochs, step):
     """Cuts a run's CSV logs back to its checkpoint, before training resumes.
 
     Args:
       workdir: the run's folder.
       epochs: completed epochs of the checkpoint (metrics.csv keeps epochs
-        0 … epochs - 1; Keras' CSVLogger counts from 0).
+        1 … epochs, numbered as the console and the checkpoints number them;
+        a file of an earlier version, numbered from 0, is renumbered first).
       step: global step of the checkpoint (lambdas.csv keeps steps <= step).
 
     Returns:
       {file name: rows dropped} for the files that lost rows.
     """
+    _number_epochs_from_one(os.path.join(workdir, METRICS))
     dropped = {
-        METRICS: _cut_csv(os.path.join(workdir, METRICS), lambda row: int(row["epoch"]) < epochs),
+        METRICS: _cut_csv(os.path.join(workdir, METRICS), lambda row: int(row["epoch"]) <= epochs),
         LAMBDAS: _cut_csv(os.path.join(workdir, LAMBDAS), lambda row: int(row["step"]) <= step),
     }
     return {name: n for name, n in dropped.items() if n}

@@ -65,4 +65,4 @@ def test_sigkill_mid_training_then_same_command_resumes_exactly(tmp_path):
             rows = list(csv.DictReader(f))
         assert rows, name
     with open(killed / "metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)][-2:] == [2, 3]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)][-2:] == [3, 4]  # numbered from 1

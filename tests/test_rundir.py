@@ -79,3 +79,15 @@ def test_robustness_results_are_found_in_a_run_or_an_output_directory(tmp_path):
     assert rundir.robustness_results(str(tmp_path)).endswith(os.path.join("robustness", "robustness.csv"))
     (tmp_path / rundir.ROBUSTNESS_JSON).write_text("{}")
     assert rundir.robustness_results(str(tmp_path)) == str(tmp_path / rundir.ROBUSTNESS_JSON)
+
+
+def test_cut_logs_keeps_epochs_numbered_from_one_and_renumbers_an_older_metrics_csv(tmp_path):
+    # metrics.csv numbers epochs from 1 (as the console and epoch_NNN.keras do);
+    # resuming after epoch 2 keeps rows 1 and 2.
+    (tmp_path / rundir.METRICS).write_text("epoch,loss\n1,3.0\n2,2.0\n3,1.0\n")
+    assert rundir.cut_logs(str(tmp_path), 2, 4) == {rundir.METRICS: 1}
+    assert (tmp_path / rundir.METRICS).read_text().splitlines() == ["epoch,loss", "1,3.0", "2,2.0"]
+    # A file of an earlier version (epochs from 0) is renumbered before it is cut.
+    (tmp_path / rundir.METRICS).write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.0\n")
+    assert rundir.cut_logs(str(tmp_path), 2, 4) == {rundir.METRICS: 1}
+    assert (tmp_path / rundir.METRICS).read_text().splitlines() == ["epoch,loss", "1,3.0", "2,2.0"]
