@@ -12,7 +12,9 @@ Signatures (tag set "serve"):
                     serving clients send; the signature scales them itself)
                     -> logits float32 [N, C], probabilities float32 [N, C],
                        classes int64 [N], class_names string [N]
-  serving_float     images: float32 [N, H, W, 3] in [0, 1] -> the same outputs
+  serving_float     images: float32 [N, H, W, 3] in [0, 1] -> the same outputs;
+                    a value outside [0, 1] (or NaN) is refused: 0..255
+                    pixels sent as floats would get confident wrong answers
   labels            no input -> labels string [C] (class index -> name)
   serving_batch_stats  (with_batch_stats only) images: uint8 [N, H, W, 3] -> the
                     outputs of serving_default, with batch norm normalising by
@@ -36,6 +38,9 @@ Signatures (tag set "serve"):
                     The reconstruction-type tasks (color, reconstruction,
                     deblur, inpaint) have no such label-free score and are
                     left out.
+
+An empty batch (N = 0) gets empty outputs ([0, C] logits and probabilities,
+[0] classes and class names; [0, …] of every ssl_heads output).
 
 The class names are stored as the asset file `assets/labels.txt` (one name per
 line, line i = class i) and read through a lookup table at load time.
@@ -140,6 +145,43 @@ def _check_shape(images, spec):
         return tf.identity(images)
 
 
+def _check_range(images):
+    """Fails at run time unless every value of float images is within [0, 1] (NaN fails too).
+
+    Pixels of 0..255 sent as floats would otherwise be answered, confidently
+    and wrongly.
+    """
+    ok = tf.reduce_all(tf.logical_and(images >= 0.0, images <= 1.0))
+    check = tf.debugging.Assert(
+        ok,
+        [
+            "robust_ssl: serving_float takes pixel values in [0, 1] (send 0..255 pixels as uint8 to "
+            "serving_default); got values from",
+            tf.reduce_min(images),
+            "to",
+            tf.reduce_max(images),
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def _empty_safe(function, spec):
+    """`function(images) -> {name: [N, …]}` that returns empty outputs for an empty batch.
+
+    Batch norm and the pooling of some backbones fail on a batch of zero
+    images, so an empty batch runs one blank image and keeps none of its outputs.
+    """
+
+    def call(images):
+        n = tf.shape(images)[0]
+        blank = tf.zeros([1, *spec.shape.as_list()[1:]], spec.dtype)
+        outputs = function(tf.cond(n > 0, lambda: images, lambda: blank))
+        return {name: value[:n] for name, value in outputs.items()}
+
+    return call
+
+
 def build_serving_module(model, labels_path, with_ssl_heads=False, with_batch_stats=False):
     """Builds the `tf.Module` that `tf.saved_model.save` writes.
 
@@ -218,11 +260,13 @@ def build_serving_module(model, labels_path, with_ssl_heads=False, with_batch_st
     uint8_spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
     float_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="images")
 
+    classify_uint8 = _empty_safe(lambda images: classify(scale(images)), uint8_spec)
+
     def serve(images):
-        return classify(scale(_check_shape(images, uint8_spec)))
+        return classify_uint8(_check_shape(images, uint8_spec))
 
     def serve_float(images):
-        return classify(_check_shape(images, float_spec))
+        return _empty_safe(classify, float_spec)(_check_range(_check_shape(images, float_spec)))
 
     def labels():
         return {"labels": table.lookup(tf.range(num_classes, dtype=tf.int64))}
@@ -238,19 +282,24 @@ def build_serving_module(model, labels_path, with_ssl_heads=False, with_batch_st
     if with_batch_stats:
 
         def serve_batch_stats(images):
-            return classify(scale(_check_shape(images, uint8_spec)), batch_stats=True)
+            return _empty_safe(lambda x: classify(scale(x), batch_stats=True), uint8_spec)(
+                _check_shape(images, uint8_spec)
+            )
 
         module.serve_batch_stats = tf.function(serve_batch_stats, input_signature=[uint8_spec])
         signatures[SERVING_BATCH_STATS] = module.serve_batch_stats.get_concrete_function()
     if probes:
 
-        def ssl_heads(images):
-            images = scale(_check_shape(images, uint8_spec))
+        def probe_all(images):
+            images = scale(images)
             outputs = {}
             for name, head, num_transforms, transform in probes:
                 values = _probe_outputs(trunk, head, images, num_transforms, transform)
                 outputs.update({f"{name}_{key}": value for key, value in zip(SSL_OUTPUTS, values)})
             return outputs
+
+        def ssl_heads(images):
+            return _empty_safe(probe_all, uint8_spec)(_check_shape(images, uint8_spec))
 
         module.ssl_heads = tf.function(ssl_heads, input_signature=[uint8_spec])
         signatures[SSL_HEADS] = module.ssl_heads.get_concrete_function()

@@ -273,3 +273,35 @@ def test_tool_end_to_end(workdir, tmp_path):
     replaced = _run([*tool, "--version=1", "--overwrite", "--noverify"])
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert "ssl_heads" not in tf.saved_model.load(os.path.join(base, "1")).signatures
+
+
+# ---------------------------------------------------------------- the serving contract
+def test_an_empty_batch_gets_empty_outputs(exported, model, tmp_path):
+    # Was "Incompatible shapes: [16] vs. [0,32,32,3]" inside batch norm.
+    loaded = tf.saved_model.load(exported)
+    empty = tf.zeros([0, 32, 32, 3], tf.uint8)
+    out = loaded.signatures["serving_default"](images=empty)
+    assert out["probabilities"].shape == (0, 10) and out["logits"].shape == (0, 10)
+    assert out["classes"].shape == (0,) and out["class_names"].shape == (0,)
+    floats = loaded.signatures["serving_float"](images=tf.zeros([0, 32, 32, 3], tf.float32))
+    assert floats["probabilities"].shape == (0, 10)
+    heads = loaded.signatures["ssl_heads"](images=empty)
+    assert heads["rotation_logits"].shape == (0, 4, 4) and heads["jigsaw_accuracy"].shape == (0,)
+    batch_stats = export.export_saved_model(model, str(tmp_path), with_batch_stats=True)
+    out = tf.saved_model.load(batch_stats).signatures["serving_batch_stats"](images=empty)
+    assert out["probabilities"].shape == (0, 10)
+
+
+def test_serving_float_refuses_values_outside_0_1(exported, images):
+    serve_float = tf.saved_model.load(exported).signatures["serving_float"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"serving_float takes pixel values in \[0, 1\]"):
+        serve_float(images=tf.constant(images.astype(np.float32)))  # 0..255 as floats
+    for bad in (-0.5, np.nan):
+        x = np.zeros((2, 32, 32, 3), np.float32)
+        x[1, 0, 0, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match="serving_float takes pixel values"):
+            serve_float(images=tf.constant(x))
+    edges = serve_float(
+        images=tf.constant(np.stack([np.zeros((32, 32, 3)), np.ones((32, 32, 3))]), tf.float32)
+    )
+    assert edges["probabilities"].shape == (2, 10)
