@@ -217,14 +217,80 @@ def check_batches(config, replicas):
 def describe(config):
     """The resolved config, one `key=value` per line (dotted keys, sorted).
 
+    As the run records it (`config_utils.recorded`): of `config.data`, only
+    the keys its source reads.
+
     Args:
       config: a ConfigDict.
 
     Returns:
       A string.
     """
-    flat = config_utils.flatten(config_utils.to_dict(config))
+    flat = config_utils.flatten(config_utils.recorded(config))
     return "\n".join(
         f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
         for key, value in sorted(flat.items())
     )
+
+
+def summary(config, workdir, name=None, overrides=()):
+    """The few lines `robust-ssl train` prints when it starts (the full config goes to config.json).
+
+    Args:
+      config: the resolved ConfigDict.
+      workdir: the run's directory.
+      name: the config's name or file (None: not shown).
+      overrides: the dotted keys overridden on the command line.
+
+    Returns:
+      A string of about seven lines: config, model, tasks and λ, AutoML, data,
+      training, workdir.
+    """
+    from robust_ssl.tasks import parse_task_names
+
+    def plural(n, word):
+        return f"{n:,} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+    shown = ", ".join(overrides[:4]) + (f" and {len(overrides) - 4} more" if len(overrides) > 4 else "")
+    lines = [f"config: {name or 'default'}" + (f", overriding {shown}" if overrides else "")]
+    height, width, _ = config_utils.image_shape(config)
+    from robust_ssl import networks
+
+    train, automl, data = config.train, config.automl, config.data
+    model = f"model: {networks.describe(config_utils.backbone(config))} at {height}x{width}"
+    model += f", {train.get('precision', 'float32')}"
+    if config.get("distribute", "none") != "none":
+        model += f", distribute={config.distribute}"
+    lines.append(model)
+    names = parse_task_names(config.tasks)
+    if names:
+        lines.append("tasks: " + ", ".join(f"{n} (λ {config.task_weights[n]:g})" for n in names))
+    else:
+        lines.append("tasks: none (the baseline: the main classifier alone)")
+    if automl.enabled:
+        lines.append(
+            f"AutoML: on, λ learned ({automl.mode}, after {plural(automl.warmup_epochs, 'warm-up epoch')}; "
+            f"meta-validation {automl.validation.source})"
+        )
+    else:
+        lines.append("AutoML: off (λ fixed)")
+    source = data.get("source")
+    if source == "synthetic":
+        what = (
+            f"synthetic, {data.num_train:,} training and {data.num_test:,} test images, "
+            f"{plural(data.num_classes, 'class')}"
+        )
+    elif source == "folder":
+        what = f"folder {data.folder} (images and classes are counted when it is read: see `found`)"
+    else:
+        what = f"tfds {data.get('name')}"
+    lines.append(f"data: {what}")
+    steps = f"{train.steps_per_epoch} steps" if train.steps_per_epoch else "one pass over the training images"
+    lines.append(
+        f"training: {plural(train.epochs, 'epoch')} of {steps}, batch {train.batch_size}, "
+        f"learning rate {train.learning_rate:g} (cosine to {train.min_learning_rate:g})"
+    )
+    lines.append(
+        f"workdir: {workdir} (the full config: {os.path.join(workdir, 'config.json')}; --dry_run prints it)"
+    )
+    return "\n".join(lines)

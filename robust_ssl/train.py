@@ -357,6 +357,7 @@ def train_and_evaluate(config, workdir):
         data = datasets.load_data(config.data)
         if data.skipped:
             logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
+        print(datasets.describe(data, config.data), flush=True)
         train_examples, meta_examples, meta_record = meta_validation(config, data)
         num_train = len(pipeline.labels_of(train_examples))
         rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)

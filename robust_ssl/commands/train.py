@@ -9,7 +9,12 @@ r"""Trains a robust_ssl model; re-running the same command resumes it.
 overrides any field. Everything that can be checked before training (the
 config, the data, config.devices, batch sizes against the replicas) is checked
 before anything is written; --dry_run does only that and prints the resolved
-config. --log_level=info shows TensorFlow's start-up logs.
+config. A run starts by printing a short summary (config, model, tasks and λ,
+AutoML, data, epochs and batch, workdir); the full config is in
+<workdir>/config.json. --log_level=info shows TensorFlow's start-up logs.
+
+Every config key, with its value and what it means:
+  robust-ssl show-config [--config=NAME] [--config.<key>=<value> ...]
 """
 
 import sys
@@ -31,6 +36,15 @@ _DRY_RUN = flags.DEFINE_bool(
 flags.mark_flags_as_required(["workdir"])
 
 
+def _name_and_overrides():
+    """(the config's name, or its file; the keys overridden on the command line)."""
+    from robust_ssl import config_utils
+
+    file = config_flags.get_config_filename(flags.FLAGS[CONFIG_FLAG])
+    name = configs.name_of(file) or file
+    return name, config_utils.override_keys(sys.argv[1:], CONFIG_FLAG)
+
+
 def main(argv):
     from robust_ssl import preflight
 
@@ -45,7 +59,7 @@ def main(argv):
                 f"nothing was written to {workdir}"
             )
             return
-        print("resolved config:\n" + preflight.describe(config), flush=True)
+        print(preflight.summary(config, workdir, *_name_and_overrides()), flush=True)
         try:
             with cli.workdir_kept_on_start_failure(workdir), cli.lost_workers(config, workdir):
                 from robust_ssl.train import train_and_evaluate

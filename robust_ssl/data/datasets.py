@@ -37,6 +37,7 @@ class DataSplits:
     # a `folders.ImageFiles` that streams from disk, or None (read `train`).
     train_source: object = None
     skipped: int = 0  # unreadable images left out (data.skip_bad_images)
+    ignored: list = dataclasses.field(default_factory=list)  # files of a folder that are not images
 
 
 def parse_image_size(size):
@@ -212,6 +213,7 @@ def load_folder(folder, image_size=(32, 32), test_fraction=0.1, seed=0, in_memor
         image_shape=(*image_size, 3),
         train_source=source,
         skipped=len(train.skipped) + len(test.skipped),
+        ignored=train.ignored + test.ignored,
     )
 
 
@@ -219,7 +221,10 @@ def _split(files, fraction, seed):
     """A seeded test split stratified by class (the folder is read class by class)."""
     n_test = max(1, int(round(len(files) * fraction)))
     train, test = splits.stratified_split(files.labels, n_test, seed)
-    return files.take(train), files.take(test)
+    train = files.take(train)
+    # What the scan left out is counted once, with the training part.
+    train.skipped, train.ignored = list(files.skipped), list(files.ignored)
+    return train, files.take(test)
 
 
 def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0, image_size=32):
@@ -239,6 +244,35 @@ def load_synthetic(num_train=2000, num_test=500, num_classes=10, seed=0, image_s
         class_names=list(synthetic.CLASS_NAMES[:num_classes]),
         image_shape=(image_size, image_size, 3),
     )
+
+
+def describe(data, data_config, names_shown=5):
+    """One line on the data a run found, e.g.
+
+    `found 2,000 training and 200 test images of 32x32 in 10 classes (airplane, …) in folder images/`,
+    with the files of a folder that are not images and the unreadable images
+    left out, counted.
+
+    Args:
+      data: the `DataSplits` loaded.
+      data_config: the `config.data` it was loaded with.
+      names_shown: class names named before "…".
+    """
+    source = data_config.get("source")
+    where = {"folder": f"folder {data_config.get('folder')}", "tfds": f"tfds {data_config.get('name')}"}
+    names = list(data.class_names or [])
+    shown = ", ".join(map(str, names[:names_shown])) + (", …" if len(names) > names_shown else "")
+    line = (
+        f"found {data.num_train:,} training and {data.num_test:,} test images of "
+        f"{data.image_shape[0]}x{data.image_shape[1]} in {data.num_classes} classes"
+        + (f" ({shown})" if shown else "")
+        + f" in {where.get(source, source)}"
+    )
+    if data.skipped:
+        line += f"; {data.skipped} unreadable image(s) left out (data.skip_bad_images)"
+    if data.ignored:
+        line += "; " + folders.ignored_text(data.ignored)
+    return line
 
 
 def load_data(data_config):

@@ -40,6 +40,9 @@ class ImageFiles:
       class_names: class names by index.
       image_size: (H, W) every image is resized to (bilinear, as keras' reader).
       skipped: paths of unreadable images left out (with `skip_bad`).
+      ignored: paths of files that are not images (by their extension) found
+        where images are read: in the class folders and beside them. Hidden
+        files (a leading dot, e.g. .DS_Store) are not counted.
     """
 
     paths: np.ndarray
@@ -47,6 +50,7 @@ class ImageFiles:
     class_names: list
     image_size: tuple
     skipped: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.paths)
@@ -54,7 +58,9 @@ class ImageFiles:
     def take(self, index):
         """The files at `index` (an int array), as another `ImageFiles`."""
         index = np.asarray(index, np.int64)
-        return dataclasses.replace(self, paths=self.paths[index], labels=self.labels[index], skipped=[])
+        return dataclasses.replace(
+            self, paths=self.paths[index], labels=self.labels[index], skipped=[], ignored=[]
+        )
 
     def decode_one(self, path):
         """uint8 [H, W, 3] image of one file path (a string tensor), in TF."""
@@ -85,12 +91,26 @@ class ImageFiles:
         return images, self.labels
 
 
-def _image_files(folder):
+def _image_files(folder, ignored=None):
+    """The image files under `folder`, sorted; other (not hidden) files are appended to `ignored`."""
     out = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs.sort()
-        out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                out.append(os.path.join(root, f))
+            elif ignored is not None and not f.startswith("."):
+                ignored.append(os.path.join(root, f))
     return out
+
+
+def ignored_text(paths, named=NAMED_BAD_IMAGES):
+    """`N file(s) that are not images (…) ignored: a, b, c and M more`, or "" without any."""
+    if not paths:
+        return ""
+    shown = ", ".join(os.path.basename(p) for p in paths[:named])
+    more = f" and {len(paths) - named} more" if len(paths) > named else ""
+    return f"{len(paths)} file(s) that are not {'/'.join(IMAGE_EXTENSIONS)} images ignored: {shown}{more}"
 
 
 def _is_readable(path):
@@ -124,13 +144,19 @@ def scan_folder(path, image_size, class_names=None, labels="inferred", skip_bad=
     """
     if not path or not os.path.isdir(path):
         raise UserError(f"image folder {path!r} does not exist")
+    ignored = []
     if labels:
         found = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
         names = list(class_names) if class_names is not None else found
         missing = [n for n in names if n not in found]
         if missing:
             raise UserError(f"{path} has no class folder {', '.join(missing)} (it has {', '.join(found)})")
-        per_class = [_image_files(os.path.join(path, n)) for n in names]
+        ignored += [
+            os.path.join(path, f)
+            for f in sorted(os.listdir(path))
+            if os.path.isfile(os.path.join(path, f)) and not f.startswith(".")
+        ]  # files beside the class folders
+        per_class = [_image_files(os.path.join(path, n), ignored) for n in names]
         empty = [n for n, files in zip(names, per_class) if not files]
         if names and len(empty) == len(names):
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
@@ -143,7 +169,7 @@ def scan_folder(path, image_size, class_names=None, labels="inferred", skip_bad=
         targets = [c for c, files in enumerate(per_class) for _ in files]
     else:
         names = []
-        paths = _image_files(path)
+        paths = _image_files(path, ignored)
         targets = [0] * len(paths)
     if not paths:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
@@ -163,6 +189,7 @@ def scan_folder(path, image_size, class_names=None, labels="inferred", skip_bad=
         class_names=names,
         image_size=tuple(image_size),
         skipped=bad,
+        ignored=ignored,
     )
 
 
