@@ -168,7 +168,8 @@ def usage():
         *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
         "",
         f"`{PROG} <command> --help` lists a command's flags. Configs are given by name",
-        f"(--config=smoke) or file (--config=path/to/config.py); `{PROG} train --help` names them.",
+        f"(--config=smoke) or file (--config=path/to/config.py); `{PROG} train --help` names them,",
+        f"`{PROG} show-config [--config=NAME]` lists every config key with its value and meaning.",
     ]
     return "\n".join(lines)
 

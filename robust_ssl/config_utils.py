@@ -373,3 +373,109 @@ def override_keys(argv, flag="config"):
                 keys.append(arg[len(spelling) :].partition("=")[0])
                 break
     return keys
+
+
+def key_comments(path=None):
+    """What the source of a config file says about each key it sets.
+
+    Reads the assignments `config.<key> = …` of a config module (default: the
+    packaged `default`, where every key is set and explained) and the
+    comments that go with them: the comment lines just above an assignment
+    and the comment at the end of its line.
+
+    Args:
+      path: a config file (default: robust_ssl/configs/default.py).
+
+    Returns:
+      {dotted key: (comment lines above, end-of-line comment or "")}.
+    """
+    import ast
+    import io
+    import tokenize
+
+    if path is None:
+        from robust_ssl import configs
+
+        path = configs.path(configs.DEFAULT)
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    comments = {}  # line -> (comment text, whether the line holds nothing else)
+    lines = source.splitlines()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            row, col = token.start
+            alone = not lines[row - 1][:col].strip()
+            comments[row] = (token.string.lstrip("#").strip(), alone)
+
+    def dotted(node):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        return ".".join(reversed(parts)) if isinstance(node, ast.Name) and node.id == "config" else None
+
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        key = dotted(node.targets[0])
+        if not key:
+            continue
+        above, row = [], node.lineno - 1
+        while row in comments and comments[row][1]:
+            above.insert(0, comments[row][0])
+            row -= 1
+        inline = next(
+            (
+                comments[r][0]
+                for r in range(node.lineno, node.end_lineno + 1)
+                if r in comments and not comments[r][1]
+            ),
+            "",
+        )
+        out[key] = (above, inline)
+    return out
+
+
+def show(config, base=None):
+    """Every key of a config with its value and what the default config's source says of it.
+
+    Args:
+      config: the config to show (a ConfigDict).
+      base: the packaged default config, whose values are named where
+        `config` differs (None: loaded here).
+
+    Returns:
+      The text: for each key, its comment lines (`# …`) and `key=value  # comment`,
+      grouped by section, with `[default: …]` where the value is not the default.
+    """
+    if base is None:
+        from robust_ssl.configs import default
+
+        base = default.get_config()
+    notes = key_comments()
+    values, defaults = flatten(to_dict(config)), flatten(to_dict(base))
+    out, section, explained = [], None, set()
+    for key in sorted(values):
+        top = key.split(".")[0] if "." in key else ""
+        if top != section:
+            section = top
+            out.append("")
+        parents = [".".join(key.split(".")[:i]) for i in range(1, key.count(".") + 1)]
+        for parent in parents:  # a section set as a whole (task_weights, task_options) says it once
+            above, inline = notes.get(parent, ([], ""))
+            if parent not in explained and (above or inline) and key not in notes:
+                explained.add(parent)
+                out += [f"# {parent}: {line}" for line in [*above, inline] if line]
+        above, inline = notes.get(key, ([], ""))
+        out += [f"# {line}" for line in above]
+        value = values[key]
+        text = f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+        extra = [inline] if inline else []
+        if key in defaults and defaults[key] != value:
+            default = defaults[key]
+            extra.append(f"[default: {default!r}]" if isinstance(default, str) else f"[default: {default}]")
+        elif key not in defaults:
+            extra.append("[not in the default config]")
+        out.append(text + (f"  # {' '.join(extra)}" if extra else ""))
+    return "\n".join(out).strip("\n") + "\n"

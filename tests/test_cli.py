@@ -55,6 +55,8 @@ def test_usage_lists_every_subcommand(capsys):
         "show-tasks",
         "plot-lambdas",
         "make-cifar10c",
+        "predict",
+        "show-config",
     ]
     assert list(COMMANDS) == expected
     listed = [line.split()[0] for line in out.split("commands:\n")[1].splitlines() if line.startswith("  ")]
@@ -196,6 +198,27 @@ def test_command_help_lists_its_flags_and_the_config_names(tmp_path):
     assert proc.stdout.startswith("usage: robust-ssl train [flags]")
     assert "--workdir" in proc.stdout and "--config" in proc.stdout
     assert ", ".join(configs.names()) in " ".join(proc.stdout.split())
+    assert "robust-ssl show-config [--config=NAME]" in proc.stdout  # where the keys are listed
+
+
+def test_show_config_lists_every_key_with_its_value_and_meaning(tmp_path):
+    from robust_ssl import config_utils
+
+    proc = run_cli("show-config", "--config=smoke", "--config.train.epochs=7", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("# config smoke: every key, its value and what it means")
+    keys = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+    assert keys == sorted(config_utils.flatten(config_utils.to_dict(configs.load("smoke"))))
+    assert (
+        "train.learning_rate=0.05  # cosine annealing per step to min_learning_rate [default: 0.1]" in lines
+    )
+    assert "train.epochs=7  # [default: 100]" in lines
+    above = lines[
+        lines.index("train.epochs=7  # [default: 100]") - 3 : lines.index("train.epochs=7  # [default: 100]")
+    ]
+    assert above[0].startswith("# May be raised on a finished (or interrupted) run to continue it")
+    assert 'data.source=\'synthetic\'  # "tfds" | "folder" | "synthetic" [default: \'tfds\']' in lines
 
 
 @pytest.fixture(scope="module")

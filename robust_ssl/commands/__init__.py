@@ -17,4 +17,6 @@ COMMANDS = {
     "show-tasks": ("show_tasks", "draw what each self-supervision task sees (Fig. 1) into a PNG"),
     "plot-lambdas": ("plot_lambdas", "plot λ of each task against the training step (Fig. 2b)"),
     "make-cifar10c": ("make_cifar10c", "write a CIFAR-10-C-style corrupted set from any 32x32 images"),
+    "predict": ("predict", "classify image files with a run's model or an export: class and probability"),
+    "show-config": ("show_config", "list every config key with its value and meaning (--config=NAME)"),
 }

@@ -129,7 +129,7 @@ def help_text(what="Experiment config"):
     """Help of a `--config` flag: what it takes and the known names."""
     return (
         f"{what}: a name ({', '.join(names())}) or the path of a .py file, optionally "
-        f"`:argument`; override any field with --{FLAG}.<key>=<value>."
+        f"`:argument`; override any field with --{FLAG}.<key>=<value> (`robust-ssl show-config` lists them)."
     )
 
 
