@@ -275,6 +275,7 @@ def test_reports(tmp_path):
     text = open(paths["markdown"]).read()
     assert "| snow | 52.0 | 56.0 | 54.0 | 46.0 |" in text
     assert "relative mCE" in text and "## demo" in text
+    assert "- images scored: 10 images per cell" in text.splitlines()
     for key in ("heatmap", "comparison"):
         with Image.open(paths[key]) as image:
             assert image.size[0] > 150 and image.size[1] > 150

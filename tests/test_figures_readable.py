@@ -309,6 +309,20 @@ def test_comparison_chart_has_a_title_and_axis_labels(tmp_path, drawn):
     assert drawn["both.png"].axes[0].get_title() == "Accuracy under corruption: a vs b"
 
 
+def test_reports_say_how_many_images_each_cell_used(tmp_path, drawn):
+    run = result_of(0.4, 0.9, corruptions=("fog", "snow"), severities=(1, 5))
+    assert reports.image_counts(run) == "100 images per cell, 100 clean"
+    paths = reports.write_reports(run, str(tmp_path / "out"), labels=("wrn", "baseline"))
+    assert "- images scored: 100 images per cell, 100 clean" in open(paths["markdown"]).read().splitlines()
+    assert "100 images per cell" in drawn["heatmap.png"].axes[0].get_title()
+    assert drawn["comparison.png"].axes[0].get_xlabel().endswith("\n100 images per cell, 100 clean")
+    run["cells"][0]["num_images"] = 90  # cells of different sizes: the range, and where each is
+    run["clean"] = None
+    assert reports.image_counts(run) == (
+        "90–100 images per cell (each cell's count: num_images in robustness.csv), no clean set"
+    )
+
+
 # ----------------------------------------------------------------------- progress
 def test_progress_shows_the_running_mean_one_line_per_corruption_off_a_terminal():
     stream = io.StringIO()

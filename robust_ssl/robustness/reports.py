@@ -39,6 +39,31 @@ def _grid(result, key):
     return names, severities, values
 
 
+def image_counts(result):
+    """How many images the cells and the clean set were scored on, in words.
+
+    Returns:
+      e.g. "400 images per cell, 2,000 clean" or "90–100 images per cell (each
+      cell's count: num_images in robustness.csv), no clean set"; "" when the
+      results do not say (a CSV of an earlier version).
+    """
+    counts = [int(c["num_images"]) for c in result["cells"] if c.get("num_images")]
+    clean = (result.get("clean") or {}).get("num_images")
+    if not counts and not clean:
+        return ""
+    if not counts:
+        text = "? images per cell"
+    elif min(counts) == max(counts):
+        text = f"{counts[0]:,} image{'s' * (counts[0] != 1)} per cell"
+    else:
+        text = f"{min(counts):,}–{max(counts):,} images per cell (each cell's count: num_images in robustness.csv)"
+    if clean:
+        text += f", {int(clean):,} clean"
+    elif result.get("clean") is None:
+        text += ", no clean set"
+    return text
+
+
 def _pct(value):
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.1f}"
 
@@ -69,6 +94,9 @@ def markdown_table(result, comparison=None, title=None):
         f"- mCE (unnormalised mean error over the benchmark corruptions): {_pct(summary['mce'])}%",
         f"- mean ECE (15 bins): {_pct(summary['mean_ece'])}%",
     ]
+    counts = image_counts(result)
+    if counts:
+        lines.append(f"- images scored: {counts}")
     if comparison:
         lines += [
             f"- mCE normalised by the baseline: {_pct(comparison['mce'])}%",
@@ -172,6 +200,8 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption", limits=Non
     summary = result.get("summary") or {}
     clean = summary.get("clean_accuracy")
     heading = title + (f"; clean {100 * clean:.1f}%" if clean is not None else "")
+    counts = image_counts(result).split(" (")[0].split(", ")[0]  # "400 images per cell"
+    heading += f"; {counts}" if counts else ""
     if len(heading) > 8 * width:  # about the characters the figure's width holds at this size
         heading = heading.replace(": ", ":\n", 1)
     axes.set_title(heading, fontsize=9)
@@ -199,6 +229,13 @@ def plot_heatmap(result, path, title="Accuracy (%) under corruption", limits=Non
     bar.set_label("accuracy (%)")
     figure.tight_layout()
     return figures.save_png(figure, path, DPI)
+
+
+def _bars_label(result):
+    """The x label of the bar charts: what the groups are, and the images they were scored on."""
+    label = "clean set, each corruption (mean over its severities), means"
+    counts = image_counts(result).split(" (")[0]
+    return label + (f"\n{counts}" if counts else "")
 
 
 def plot_comparison(result, path, baseline=None, labels=("this run", "baseline"), title=None):
@@ -233,7 +270,7 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
+    axes.set_xlabel(_bars_label(result), fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)
@@ -442,7 +479,7 @@ def plot_modes(runs, path, title):
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel("clean set, each corruption (mean over its severities), means", fontsize=9)
+    axes.set_xlabel(_bars_label(runs[0][1]), fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)
