@@ -1,5 +1,6 @@
 """Test-time adaptation: each mode against an independent computation, resets, no leaks."""
 
+import dataclasses
 import os
 
 import keras
@@ -79,10 +80,10 @@ def test_tent_updates_only_batch_norm_affine_and_lowers_the_batch_entropy(model)
 
 
 @pytest.mark.parametrize("part", ["trunk", "bn"])
-def test_ttt_lowers_the_self_supervised_loss_and_touches_only_its_part(model, part):
+def test_ttt_batch_lowers_the_self_supervised_loss_and_touches_only_its_part(model, part):
     x = batch(8, seed=2)
-    settings = adaptation.Settings(ttt_steps=3, ttt_lr=1e-2, ttt_params=part)
-    adapter = adaptation.Adapter(model, "ttt", settings)
+    settings = adaptation.Settings(ttt_batch_steps=3, ttt_lr=1e-2, ttt_params=part)
+    adapter = adaptation.Adapter(model, "ttt_batch", settings)
     seed = tf.constant([0, 0], tf.int64)
     before = float(adapter._ttt_loss(adapter.values(), x, seed))
     adapter.reset()
@@ -101,10 +102,10 @@ def test_ttt_lowers_the_self_supervised_loss_and_touches_only_its_part(model, pa
     )
 
 
-@pytest.mark.parametrize("mode", ["tent", "ttt"])
+@pytest.mark.parametrize("mode", ["tent", "ttt", "ttt_batch"])
 def test_nothing_leaks_from_one_cell_to_the_next_and_the_model_is_untouched(model, mode):
     cell_a, cell_b = batch(16, seed=3), batch(16, seed=4)
-    settings = adaptation.Settings(batch_size=8, tent_lr=1e-2, ttt_lr=1e-2, ttt_online=True)
+    settings = adaptation.Settings(batch_size=8, tent_lr=1e-2, ttt_lr=1e-2, ttt_online=True, ttt_batch_size=8)
     before = weights(model)
     used = adaptation.Adapter(model, mode, settings)
     adaptation.predict_cell(used, cell_a)
@@ -133,12 +134,189 @@ def test_ttt_needs_a_head_it_can_adapt_with():
     assert "\n" not in str(info.value) and "rotation" in str(info.value)
     with pytest.raises(UserError, match="no trained head for jigsaw"):
         adaptation.Adapter(plain, "ttt", adaptation.Settings(ttt_tasks="jigsaw"))
+    # Per-image TTT classifies transformations; the batch variant takes any task.
+    with pytest.raises(UserError, match="'ir' does not") as info:
+        adaptation.Adapter(plain, "ttt", adaptation.Settings(ttt_tasks="ir"))
+    assert "\n" not in str(info.value)
+    adaptation.Adapter(plain, "ttt_batch", adaptation.Settings(ttt_tasks="ir"))
 
 
 def test_parse_modes():
     assert adaptation.parse_modes("none,bn,tent") == ("none", "bn", "tent")
+    assert adaptation.parse_modes("ttt,ttt_batch,ttt_bn") == ("ttt", "ttt_batch", "ttt_bn")
     with pytest.raises(UserError, match="unknown adaptation"):
         adaptation.parse_modes("none,tta")
+
+
+# ---------------------------------------------------------------- per-image TTT (Sun et al.)
+@pytest.fixture(scope="module")
+def trained_stats_model():
+    # TTT predicts with the training statistics: the `model` fixture's shifted
+    # ones zero every feature after the last ReLU, and with them every logit.
+    keras.utils.set_random_seed(2)
+    return RobustSSLModel(depth=10, width=1, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
+
+
+def test_crops_and_flips_are_shifted_and_mirrored_copies_of_the_image():
+    image = np.random.default_rng(0).random((12, 12, 3)).astype(np.float32) + 0.1
+    copies = adaptation._crops_and_flips(tf.constant(image), 16, tf.constant([1, 2], tf.int64)).numpy()
+    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+    flips = set()
+    for copy in copies:
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if np.array_equal(
+                copy,
+                padded[dy : dy + 12, dx : dx + 12][:, ::-1] if flip else padded[dy : dy + 12, dx : dx + 12],
+            )
+        ]
+        assert matches, "a copy is no 4-pixel-padded crop (flipped or not) of the image"
+        flips.add(matches[0][2])
+    assert flips == {False, True}
+
+
+def test_probe_batch_transforms_each_copy_by_its_own_label(model):
+    rotation = model.tasks[0]
+    x = tf.constant(batch(4, seed=8))
+    labels = tf.constant([0, 3, 1, 2])
+    got = adaptation._probe_batch(rotation, x, labels).numpy()
+    for image, label, out in zip(x.numpy(), labels.numpy(), got):
+        np.testing.assert_array_equal(out, np.rot90(image, label, axes=(0, 1)))
+
+
+def test_ttt_adapts_trunk_and_head_per_image_and_predicts_with_the_training_statistics(trained_stats_model):
+    model = trained_stats_model
+    before = weights(model)
+    image = batch(1, seed=9)[0]
+    adapter = adaptation.Adapter(model, "ttt", adaptation.Settings(ttt_lr=1e-2, ttt_batch_size=8))
+    logits, loss = adapter.adapt_image(image, (0, 1))
+    assert np.isfinite(loss)
+    head = dict(zip(model.task_names, model.heads_by_task))["rotation"]
+    assert set(adapter.head_params) == {"rotation"}
+    for adapted, trained in [
+        (adapter.params, model.trunk.trainable_variables),
+        (adapter.head_params["rotation"], head.trainable_variables),
+    ]:
+        assert all(not np.array_equal(a.numpy(), t.numpy()) for a, t in zip(adapted, trained))
+    # The prediction: the adapted weights in an independent copy of the trunk, inference mode.
+    copy = keras.models.clone_model(model.trunk)
+    copy.set_weights(model.trunk.get_weights())
+    for variable, adapted in zip(copy.trainable_variables, adapter.params):
+        variable.assign(adapted)
+    expected = model.classifier(copy(image[None], training=False))[0]
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    for a, b in zip(before, weights(model)):  # the model itself is untouched
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ttt_resets_before_every_image_and_online_carries_over(trained_stats_model):
+    model = trained_stats_model
+    a, b = batch(2, seed=10)
+    settings = adaptation.Settings(ttt_lr=1e-2, ttt_batch_size=8)
+    alone = adaptation.Adapter(model, "ttt", settings).adapt_image(a, (0, 7))[0]
+    episodic = adaptation.Adapter(model, "ttt", settings)
+    episodic.adapt_image(b, (0, 3))
+    np.testing.assert_allclose(episodic.adapt_image(a, (0, 7))[0], alone, atol=1e-6)
+    online = adaptation.Adapter(model, "ttt", dataclasses.replace(settings, ttt_online=True))
+    np.testing.assert_allclose(online.adapt_image(a, (0, 7))[0], alone, atol=1e-6)
+    online.reset()
+    online.adapt_image(b, (0, 3))
+    assert not np.allclose(online.adapt_image(a, (0, 7))[0], alone, atol=1e-6)  # adapted by b first
+    online.reset()  # a cell boundary resets the online mode too
+    np.testing.assert_allclose(online.adapt_image(a, (0, 7))[0], alone, atol=1e-6)
+
+
+def test_ttt_takes_a_cell_image_by_image_in_the_shuffled_order(trained_stats_model):
+    model = trained_stats_model
+    cell = batch(5, seed=11)
+    settings = adaptation.Settings(batch_size=2, ttt_lr=1e-2, ttt_batch_size=4, ttt_online=True, seed=3)
+    logits = adaptation.predict_cell(adaptation.Adapter(model, "ttt", settings), cell)
+    order = np.random.default_rng(3).permutation(len(cell))
+    by_hand = adaptation.Adapter(model, "ttt", settings)
+    expected = np.empty_like(logits)
+    for position, index in enumerate(order):
+        expected[index] = by_hand.adapt_image(cell[index], (3, position))[0]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- batch statistics, dropout, retracing
+@pytest.fixture(scope="module")
+def dropout_models():
+    keras.utils.set_random_seed(1)
+    noisy = RobustSSLModel(depth=10, width=1, dropout=0.5, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
+    plain = RobustSSLModel(depth=10, width=1, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
+    plain.set_weights(noisy.get_weights())  # dropout has no weights: the same network without it
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in adaptation._layers(noisy.trunk))
+    return noisy, plain
+
+
+def test_bn_switches_only_batch_norm_not_dropout(dropout_models):
+    noisy, plain = dropout_models
+    x = batch(8, seed=12)
+    adapter = adaptation.Adapter(noisy, "bn")
+    first = adapter.predict(x)
+    np.testing.assert_array_equal(adapter.predict(x), first)
+    np.testing.assert_array_equal(adaptation.Adapter(noisy, "bn").predict(x), first)
+    # = the network without dropout, in training mode (batch moments), its statistics untouched.
+    expected = plain.classifier(adaptation.stateless(plain.trunk)(x, training=True))
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["tent", "ttt", "ttt_batch", "ttt_bn"])
+def test_adapting_modes_are_deterministic_with_dropout(dropout_models, mode):
+    noisy, _ = dropout_models
+    cell = batch(6, seed=13)
+    settings = adaptation.Settings(
+        batch_size=3, tent_lr=1e-2, ttt_lr=1e-2, ttt_batch_size=4, ttt_batch_steps=1
+    )
+    first = adaptation.predict_cell(adaptation.Adapter(noisy, mode, settings), cell)
+    np.testing.assert_array_equal(
+        adaptation.predict_cell(adaptation.Adapter(noisy, mode, settings), cell), first
+    )
+
+
+@pytest.mark.parametrize("mode", ["bn", "tent", "ttt", "ttt_batch", "ttt_bn"])
+def test_episodic_modes_are_traced_once(model, mode):
+    settings = adaptation.Settings(batch_size=3, tent_episodic=True, ttt_batch_size=4)
+    adapter = adaptation.Adapter(model, mode, settings)
+    for n in (7, 5, 3):  # several cells, batches of 3 and shorter ones, a reset per batch / image / cell
+        adaptation.predict_cell(adapter, batch(n, seed=n))
+    assert adapter.traces and set(adapter.traces.values()) == {1}, dict(adapter.traces)
+    if mode in ("tent", "ttt_batch", "ttt_bn"):  # the reset restores the optimiser's state too
+        adapter.reset()
+        assert int(adapter._optimizer.iterations) == 0
+        assert all(
+            not np.any(v.numpy())
+            for v in adapter._optimizer.variables
+            if "iteration" not in v.path and "learning_rate" not in v.path
+        )
+        assert float(adapter._optimizer.learning_rate) == pytest.approx(
+            settings.tent_lr if mode == "tent" else settings.ttt_lr
+        )
+
+
+def test_ttt_bn_predicts_with_the_batch_statistics(model):
+    x = batch(8, seed=14)
+    # Without a step, ttt_bn is bn and ttt_batch is none.
+    frozen = adaptation.Settings(ttt_lr=0.0, ttt_batch_steps=1)
+    np.testing.assert_allclose(
+        adaptation.Adapter(model, "ttt_bn", frozen).predict(x),
+        adaptation.Adapter(model, "bn").predict(x),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        adaptation.Adapter(model, "ttt_batch", frozen).predict(x), model(x, training=False), atol=1e-5
+    )
+    settings = adaptation.Settings(ttt_lr=1e-2, ttt_batch_steps=1)
+    for mode, batch_stats in [("ttt_bn", True), ("ttt_batch", False)]:
+        adapter = adaptation.Adapter(model, mode, settings)
+        got = adapter.predict(x)
+        assert not np.array_equal(adapter.params[0].numpy(), model.trunk.trainable_variables[0].numpy())
+        np.testing.assert_allclose(got, adapter._logits(adapter.values(), x, batch_stats), atol=1e-5)
 
 
 # ---------------------------------------------------------------- in the robustness evaluation
@@ -169,7 +347,7 @@ def test_evaluation_without_adapt_is_unchanged_and_none_mode_equals_it(rotation_
         "generate",
         output_dir=str(tmp_path / "b"),
         adapt=("none", "bn", "tent", "ttt"),
-        adapt_settings=adaptation.Settings(batch_size=16, ttt_steps=1),
+        adapt_settings=adaptation.Settings(batch_size=16, ttt_batch_size=4),
         **kwargs,
     )
     # Mode "none" is the model as it is (other batches: float round-off only).
