@@ -97,7 +97,7 @@ def image_paths(arguments):
     out = []
     for argument in arguments:
         if os.path.isdir(argument):
-            found = folders._image_files(argument)
+            found = folders.image_files(argument)
             if not found:
                 raise UserError(f"folder {argument} holds no images ({', '.join(folders.IMAGE_EXTENSIONS)})")
             out += found
@@ -114,7 +114,7 @@ def read_images(paths, image_size):
     Raises:
       UserError: files that are not readable images, the first three named, with a count.
     """
-    bad = [p for p in paths if not folders._is_readable(p)]
+    bad = [p for p in paths if not folders.is_readable(p)]
     if bad:
         shown = ", ".join(bad[: folders.NAMED_BAD_IMAGES])
         more = (

@@ -91,7 +91,7 @@ class ImageFiles:
         return images, self.labels
 
 
-def _image_files(folder, ignored=None):
+def image_files(folder, ignored=None):
     """The image files under `folder`, sorted; other (not hidden) files are appended to `ignored`."""
     out = []
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -113,7 +113,8 @@ def ignored_text(paths, named=NAMED_BAD_IMAGES):
     return f"{len(paths)} file(s) that are not {'/'.join(IMAGE_EXTENSIONS)} images ignored: {shown}{more}"
 
 
-def _is_readable(path):
+def is_readable(path):
+    """Whether PIL reads an image file's header and structure (`verify`, no decoding)."""
     from PIL import Image
 
     try:
@@ -156,7 +157,7 @@ def scan_folder(path, image_size, class_names=None, labels="inferred", skip_bad=
             for f in sorted(os.listdir(path))
             if os.path.isfile(os.path.join(path, f)) and not f.startswith(".")
         ]  # files beside the class folders
-        per_class = [_image_files(os.path.join(path, n), ignored) for n in names]
+        per_class = [image_files(os.path.join(path, n), ignored) for n in names]
         empty = [n for n, files in zip(names, per_class) if not files]
         if names and len(empty) == len(names):
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
@@ -169,11 +170,11 @@ def scan_folder(path, image_size, class_names=None, labels="inferred", skip_bad=
         targets = [c for c, files in enumerate(per_class) for _ in files]
     else:
         names = []
-        paths = _image_files(path, ignored)
+        paths = image_files(path, ignored)
         targets = [0] * len(paths)
     if not paths:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {path}")
-    readable = [_is_readable(p) for p in paths]
+    readable = [is_readable(p) for p in paths]
     bad = [p for p, ok in zip(paths, readable) if not ok]
     if bad and not skip_bad:
         shown = ", ".join(bad[:NAMED_BAD_IMAGES])
