@@ -204,7 +204,7 @@ def write(config, workdir):
 
 
 # Settings that may change between a run and its resumption.
-RESUME_FREE_KEYS = ("train.verbose", "train.overwrite")
+RESUME_FREE_KEYS = ("train.verbose", "train.overwrite", "train.deterministic")
 # How often a run saves checkpoints, and how many it keeps, may change too.
 CHECKPOINT_KEYS = ("train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints")
 # Settings that may grow between a run and its resumption: more epochs continue it.

@@ -141,6 +141,41 @@ def _corrupt_holdout(meta, names, severities, seed):
     return corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
 
 
+def make_deterministic(config):
+    """With `config.train.deterministic`: TF op determinism and one-thread op pools.
+
+    Op determinism makes TensorFlow pick deterministic kernels (and tf.data
+    deterministic orders); the one-thread pools fix the order in which a
+    kernel's partial sums are added. The thread pools can only be set before
+    TensorFlow's runtime starts (the command line does it first thing); set
+    later, they are left as they are, with a warning.
+
+    Args:
+      config: the experiment ConfigDict.
+
+    Returns:
+      Whether the thread pools are single-threaded now (None: not asked).
+    """
+    if not config.train.get("deterministic", False):
+        return None
+    tf.config.experimental.enable_op_determinism()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    single = (
+        tf.config.threading.get_intra_op_parallelism_threads() == 1
+        and tf.config.threading.get_inter_op_parallelism_threads() == 1
+    )
+    if not single:
+        logging.warning(
+            "train.deterministic: TensorFlow had started, so its thread pools stay as they are; "
+            "op determinism is on (set it before TensorFlow runs anything for single-threaded pools)"
+        )
+    return single
+
+
 def set_precision(precision):
     """Sets Keras' dtype policy: float32, mixed_bfloat16, mixed_float16 or float64."""
     keras.config.set_floatx("float64" if precision == "float64" else "float32")
@@ -320,6 +355,30 @@ def _divergence_message(error):
     return f"training stopped: {detail[:300]}; the last epoch checkpoint is kept"
 
 
+def resume_line(checkpoint, workdir, step, steps_per_epoch, epochs):
+    """The line a resumed run prints: which checkpoint, where in the run it stands.
+
+    Epochs are numbered from 1, as the progress bar and `epoch_NNN.keras`.
+
+    Args:
+      checkpoint: path of the checkpoint restored.
+      workdir: the run's directory (the path is shown relative to it).
+      step: global steps done at the checkpoint.
+      steps_per_epoch, epochs: the run's schedule.
+
+    Returns:
+      e.g. "resuming from checkpoints/epoch_002.keras: epoch 2 of 3 done (step 140); continuing with epoch 3".
+    """
+    name = os.path.relpath(checkpoint, workdir)
+    done, within = divmod(step, steps_per_epoch)
+    if within:
+        where = f"epoch {done + 1} of {epochs} at step {within} of {steps_per_epoch} (global step {step})"
+        return f"resuming from {name}: {where}; continuing from there"
+    return (
+        f"resuming from {name}: epoch {done} of {epochs} done (step {step}); continuing with epoch {done + 1}"
+    )
+
+
 def train_and_evaluate(config, workdir):
     """Trains a model as `config` says and evaluates it on the clean test set.
 
@@ -342,6 +401,7 @@ def train_and_evaluate(config, workdir):
         by another process, no checkpoint that loads.
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
+    make_deterministic(config)  # before TensorFlow's runtime starts, where it has not yet
     preflight.check(config)  # config, data, devices, batches: before anything is written
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
@@ -385,7 +445,9 @@ def train_and_evaluate(config, workdir):
         start_step = int(model.optimizer.iterations.numpy())
         initial_epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
         if restored:
-            logging.info("resuming from %s (epoch %d, step %d)", restored, initial_epoch, start_step)
+            print(
+                resume_line(restored, workdir, start_step, steps_per_epoch, config.train.epochs), flush=True
+            )
         dropped = rundir.cut_logs(workdir, initial_epoch, start_step)
         if dropped:
             logging.info(

@@ -52,6 +52,8 @@ def test_sigkill_mid_training_then_same_command_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((killed / "results.json").read_text())
     assert results["resumed_from_epoch"] >= 2 and results["steps"] == 12
+    said = f"resuming from checkpoints/epoch_{results['resumed_from_epoch']:03d}.keras: epoch "
+    assert said in resumed.stdout, resumed.stdout[-2000:]  # the run says where it resumed
 
     a = keras.saving.load_model(straight / "model.keras")
     b = keras.saving.load_model(killed / "model.keras")
@@ -66,3 +68,15 @@ def test_sigkill_mid_training_then_same_command_resumes_exactly(tmp_path):
         assert rows, name
     with open(killed / "metrics.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)][-2:] == [3, 4]  # numbered from 1
+
+
+def test_the_resume_line_names_the_checkpoint_and_where_the_run_stands():
+    from robust_ssl.train import resume_line
+
+    line = resume_line("/r/checkpoints/epoch_002.keras", "/r", 140, 70, 3)
+    assert (
+        line
+        == "resuming from checkpoints/epoch_002.keras: epoch 2 of 3 done (step 140); continuing with epoch 3"
+    )
+    line = resume_line("/r/checkpoints/step_000150.keras", "/r", 150, 70, 3)
+    assert line.startswith("resuming from checkpoints/step_000150.keras: epoch 3 of 3 at step 10 of 70")

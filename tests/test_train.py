@@ -246,3 +246,22 @@ def test_train_tool_bad_input_is_one_error_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: unknown task 'nope'; choose from {', '.join(TASKS)}"]
     assert errors[0].startswith("error: unknown task 'nope'; choose from rotation, color, ir, bir,")
+
+
+def test_deterministic_runs_of_the_same_config_end_with_identical_weights(tmp_path):
+    """train.deterministic: two fresh processes, same seed and config -> the same bits."""
+    from conftest import write_config_file
+
+    config = write_config_file(tmp_path / "tiny.py", tasks="rotation,color,ir,bir", automl=True)
+    weights = []
+    for name in ("a", "b"):
+        result = run_cli(
+            "train", f"--config={config}", f"--workdir={tmp_path / name}", "--config.train.deterministic=True"
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads((tmp_path / name / "config.json").read_text())["train"]["deterministic"] is True
+        model = keras.saving.load_model(tmp_path / name / "model.keras")
+        weights.append([w.numpy() for w in model.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    assert train.make_deterministic(tiny_config()) is None  # off by default: nothing changed

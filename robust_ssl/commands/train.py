@@ -51,6 +51,10 @@ def main(argv):
     config, workdir = _CONFIG.value, _WORKDIR.value
     with cli.user_errors():
         cli.no_arguments(argv)
+        if config.train.get("deterministic", False):
+            from robust_ssl.train import make_deterministic
+
+            make_deterministic(config)  # first: thread pools are fixed before TensorFlow starts
         if _DRY_RUN.value:
             replicas = preflight.check(config)
             print(preflight.describe(config))

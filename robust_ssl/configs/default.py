@@ -85,6 +85,9 @@ def get_config():
     config.train.jit_compile = config_dict.FieldReference("auto", field_type=object)
     # Keras dtype policy: "float32" | "mixed_bfloat16" | "mixed_float16" | "float64"
     config.train.precision = "float32"
+    # Same seed, same numbers: TensorFlow op determinism and single-threaded op
+    # pools (about 2x slower on a 2-core CPU; README: what is bit-reproducible).
+    config.train.deterministic = False
     config.train.eval_every_epoch = True  # clean test accuracy in the per-epoch log
     config.train.log_every_steps = 10  # λ trajectory (lambdas.csv) resolution
     # Checkpoints (checkpoints/) after every epoch, and within an epoch every
