@@ -68,11 +68,18 @@ def check_batch_sizes(strategy, batch_size, meta_batch_size=None):
 
 
 def is_chief(strategy):
-    """Whether this process writes the run's files (always true on one worker)."""
+    """Whether this process writes the run's files (always true on one worker).
+
+    TensorFlow's rule: the `chief` task where TF_CONFIG's cluster has one,
+    else worker 0 — never both, so that one process writes the workdir.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _multi_worker_strategy():

@@ -99,3 +99,23 @@ def test_unknown_strategy_and_missing_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="TF_CONFIG"):
         distribute.make_strategy("multi_worker")
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, chief",
+    [
+        ({"worker": ["a:1", "b:2"]}, "worker", 0, True),
+        ({"worker": ["a:1", "b:2"]}, "worker", 1, False),
+        ({"chief": ["c:0"], "worker": ["a:1", "b:2"]}, "chief", 0, True),
+        ({"chief": ["c:0"], "worker": ["a:1", "b:2"]}, "worker", 0, False),  # one writer only
+        ({"chief": ["c:0"], "worker": ["a:1"]}, "worker", 0, False),
+    ],
+)
+def test_exactly_one_process_is_the_chief(cluster, task_type, task_id, chief):
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    assert distribute.is_chief(types.SimpleNamespace(cluster_resolver=resolver)) is chief
+    assert distribute.is_chief(types.SimpleNamespace()) is True  # no cluster: one process
