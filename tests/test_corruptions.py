@@ -349,3 +349,15 @@ def test_make_cifar10c_tool_on_an_image_folder(images, tmp_path):
     bad = _run_tool(f"--output={out}")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: give exactly one of --folder")
+
+
+def test_writing_a_set_into_a_log_prints_plain_lines(images, tmp_path, capsys):
+    """Redirected output gets one line per corruption, no carriage returns or colour codes."""
+    labels = np.arange(len(images)) % 10
+    C.write_corrupted_set(images[:2], labels[:2], str(tmp_path), ("fog", "pixelate"), seed=2, progress=True)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out
+    assert out.splitlines() == [
+        "fog: written (10 of 20 images)",
+        "pixelate: written (20 of 20 images)",
+    ]

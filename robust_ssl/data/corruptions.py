@@ -86,6 +86,7 @@ spatter            OpenCV steps re-implemented: Canny (Sobel 3x3, L1
 import functools
 import io
 import os
+import sys
 import zlib
 
 import numpy as np
@@ -870,10 +871,14 @@ def write_corrupted_set(
     n = len(images)
     label_dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int32
     bar = None
-    if progress:
+    total = len(corruptions) * len(SEVERITIES) * n
+    # A bar redrawn in place on a terminal; in a log file or a pipe, one plain
+    # line per corruption (no carriage returns or colour codes).
+    on_terminal = progress and sys.stdout.isatty()
+    if on_terminal:
         import keras
 
-        bar = keras.utils.Progbar(len(corruptions) * len(SEVERITIES) * n, unit_name="image")
+        bar = keras.utils.Progbar(total, unit_name="image")
     written = []
     done = 0
     for name in corruptions:
@@ -893,6 +898,8 @@ def write_corrupted_set(
             array.flush()
             del array
         written.append(path)
+        if progress and not on_terminal:
+            print(f"{name}: written ({done:,} of {total:,} images)", flush=True)
     labels_path = os.path.join(output_dir, "labels.npy")
     with rundir.atomic_path(labels_path, suffix=".npy") as tmp:
         np.save(tmp, np.tile(labels.astype(label_dtype), len(SEVERITIES)))
