@@ -62,6 +62,7 @@ def workdir_kept_on_start_failure(workdir):
     import shutil
 
     from robust_ssl.errors import TrainingDivergedError
+    from robust_ssl.rundir import CHECKPOINTS
 
     before = _files_under(workdir)
     try:
@@ -71,7 +72,7 @@ def workdir_kept_on_start_failure(workdir):
             after = _files_under(workdir) or set()
             added = after - (before or set())
             if not any(
-                p.startswith("checkpoints" + os.sep) or os.sep + "checkpoints" + os.sep in p for p in added
+                p.startswith(CHECKPOINTS + os.sep) or os.sep + CHECKPOINTS + os.sep in p for p in added
             ):
                 if before is None:
                     shutil.rmtree(workdir, ignore_errors=True)
