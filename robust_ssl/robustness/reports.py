@@ -254,28 +254,42 @@ def plot_comparison(result, path, baseline=None, labels=("this run", "baseline")
     if title is None:
         title = f"Accuracy under corruption: {labels[0]}" + (f" vs {labels[1]}" if baseline else "")
     runs = [(labels[0], result)] + ([(labels[1], baseline)] if baseline else [])
-    names, _, _ = _grid(result, "accuracy")
+    return _accuracy_bars(runs, path, title, (0.36, 3.8), legend_columns=1)
+
+
+def _accuracy_bars(runs, path, title, size, legend_columns):
+    """Grouped bars of clean, per-corruption and mean accuracy, one series per run.
+
+    Args:
+      runs: [(label, results dict)]; the first one's corruptions are the groups.
+      path: PNG path.
+      title: the chart's title.
+      size: (inches per group, height in inches).
+      legend_columns: columns of the legend.
+
+    Returns:
+      The path written.
+    """
+    names, _, _ = _grid(runs[0][1], "accuracy")
     groups = ["clean", *names, "mean (15)", "mean (all)"]
-    figure = figures.new_figure((max(6.0, 0.36 * len(groups) + 1.5), 3.8), DPI)
+    figure = figures.new_figure((max(6.0, size[0] * len(groups) + 1.5), size[1]), DPI)
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(runs)
     for r, (label, run) in enumerate(runs):
-        _, _, acc = _grid(run, "accuracy")
-        run_names, _, _ = _grid(run, "accuracy")
+        run_names, _, acc = _grid(run, "accuracy")
         per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
         summary = run["summary"]
-        values = [summary.get("clean_accuracy")]
-        values += [per.get(n) for n in names]
+        values = [summary.get("clean_accuracy"), *[per.get(n) for n in names]]
         values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
         heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
         axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel(_bars_label(result), fontsize=9)
+    axes.set_xlabel(_bars_label(runs[0][1]), fontsize=9)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(title, fontsize=9)
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, ncol=legend_columns)
     figure.tight_layout()
     return figures.save_png(figure, path, DPI)
 
@@ -465,25 +479,4 @@ def plot_modes(runs, path, title):
     Returns:
       The path written.
     """
-    names, _, _ = _grid(runs[0][1], "accuracy")
-    groups = ["clean", *names, "mean (15)", "mean (all)"]
-    figure = figures.new_figure((max(6.0, 0.42 * len(groups) + 1.5), 4.0), DPI)
-    axes = figure.add_subplot(1, 1, 1)
-    width = 0.8 / len(runs)
-    for r, (label, run) in enumerate(runs):
-        run_names, _, acc = _grid(run, "accuracy")
-        per = dict(zip(run_names, np.nanmean(acc, axis=1))) if len(run_names) else {}
-        summary = run["summary"]
-        values = [summary.get("clean_accuracy"), *[per.get(n) for n in names]]
-        values += [summary.get("mean_accuracy_benchmark"), summary.get("mean_accuracy_all")]
-        heights = [100 * v if v is not None and not np.isnan(v) else 0.0 for v in values]
-        axes.bar(np.arange(len(groups)) + (r - (len(runs) - 1) / 2) * width, heights, width, label=label)
-    axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=8)
-    axes.set_xlabel(_bars_label(runs[0][1]), fontsize=9)
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title(title, fontsize=9)
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize=8, ncol=min(4, len(runs)))
-    figure.tight_layout()
-    return figures.save_png(figure, path, DPI)
+    return _accuracy_bars(runs, path, title, (0.42, 4.0), legend_columns=min(4, len(runs)))
