@@ -7,7 +7,17 @@ from robust_ssl import networks, rundir
 from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
 from robust_ssl.tasks import TASKS, make_tasks, parse_task_names
 
-VALIDATION_SOURCES = ("train_holdout", "corrupted_holdout", "cifar10c")
+# Meta-validation sources that hold training images out (the rest reads test data).
+HOLDOUT_SOURCES = ("train_holdout", "corrupted_holdout")
+VALIDATION_SOURCES = (*HOLDOUT_SOURCES, "cifar10c")
+
+
+def training_holdout(config):
+    """How many training images `config`'s AutoML meta loss holds out (0: none)."""
+    automl = config.automl
+    if automl.enabled and automl.validation.source in HOLDOUT_SOURCES:
+        return int(automl.validation.holdout)
+    return 0
 
 
 def task_lambdas(config):
@@ -101,8 +111,7 @@ def validate(config):
     excluded = config.data.get("exclude_holdout", 0)
     if not isinstance(excluded, int) or isinstance(excluded, bool) or excluded < 0:
         raise ConfigError(f"data.exclude_holdout must be an integer >= 0; got {excluded!r}")
-    holds_out = automl.enabled and automl.validation.source in ("train_holdout", "corrupted_holdout")
-    if excluded and holds_out and excluded != int(automl.validation.holdout):
+    if excluded and training_holdout(config) and excluded != training_holdout(config):
         raise ConfigError(
             f"data.exclude_holdout={excluded} differs from automl.validation.holdout="
             f"{automl.validation.holdout}: an AutoML run already leaves its hold-out out of training"
@@ -130,9 +139,7 @@ def validate(config):
             if not set(severities) <= set(SEVERITIES):
                 raise ConfigError(f"automl.validation.severities must be within 1..5; got {severities}")
         holdout = int(automl.validation.holdout)
-        if automl.validation.source in ("train_holdout", "corrupted_holdout") and (
-            holdout < automl.meta_batch_size
-        ):
+        if automl.validation.source in HOLDOUT_SOURCES and (holdout < automl.meta_batch_size):
             raise ConfigError(
                 f"automl.validation.holdout={holdout} is fewer images than one meta batch "
                 f"(automl.meta_batch_size={automl.meta_batch_size})"
@@ -155,37 +162,11 @@ def to_dict(config):
 
 
 # The `config.data` keys each data source reads; the others mean nothing there.
+_EVERY_SOURCE = ("source", "augment", "image_size", "exclude_holdout")
 DATA_KEYS = {
-    "tfds": (
-        "source",
-        "name",
-        "data_dir",
-        "manual_dir",
-        "download",
-        "augment",
-        "image_size",
-        "exclude_holdout",
-    ),
-    "folder": (
-        "source",
-        "folder",
-        "test_fraction",
-        "in_memory",
-        "skip_bad_images",
-        "augment",
-        "image_size",
-        "exclude_holdout",
-    ),
-    "synthetic": (
-        "source",
-        "num_train",
-        "num_test",
-        "num_classes",
-        "seed",
-        "augment",
-        "image_size",
-        "exclude_holdout",
-    ),
+    "tfds": (*_EVERY_SOURCE, "name", "data_dir", "manual_dir", "download"),
+    "folder": (*_EVERY_SOURCE, "folder", "test_fraction", "in_memory", "skip_bad_images"),
+    "synthetic": (*_EVERY_SOURCE, "num_train", "num_test", "num_classes", "seed"),
 }
 
 

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from robust_ssl import rundir
+from robust_ssl import config_utils, rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
 
@@ -112,43 +112,28 @@ def apply_overrides(config, overrides):
     return config
 
 
-HOLDOUT_SOURCES = ("train_holdout", "corrupted_holdout")
-
-
-def training_holdout(config):
-    """How many training images `config`'s AutoML meta loss holds out (0: none)."""
-    automl = config.automl
-    if automl.enabled and automl.validation.source in HOLDOUT_SOURCES:
-        return int(automl.validation.holdout)
-    return 0
-
-
 def align_training_images(configs):
     """Makes every run of a study train on the same images (in place).
 
     Recipes that hold training images out for their meta loss (AutoML with a
     hold-out) train on the rest; every other recipe then leaves the same
     images out (`data.exclude_holdout`: the hold-out is a function of the
-    seed and its size). Recipes that validate λ on CIFAR-10-C blocks
-    (`automl.validation.source=cifar10c`) are pointed at the study's own
-    CIFAR-10-C set, so the images their meta loss sees are exactly those the
-    evaluation leaves out (the first `per_block` of every block of that set).
+    seed and its size).
 
     Args:
       configs: the study's ConfigDicts.
-      corrupted_dir: the study's CIFAR-10-C directory.
 
     Raises:
       UserError: recipes hold out different numbers of images.
     """
-    sizes = sorted({training_holdout(c) for c in configs} - {0})
+    sizes = sorted({config_utils.training_holdout(c) for c in configs} - {0})
     if len(sizes) > 1:
         raise UserError(
             f"the study's recipes hold out different numbers of training images ({sizes}); "
             f"give them one automl.validation.holdout, or pass --nosame_train_images"
         )
     for config in configs:
-        if sizes and not training_holdout(config):
+        if sizes and not config_utils.training_holdout(config):
             config.data.exclude_holdout = sizes[0]
 
 
@@ -435,8 +420,6 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
     if len(set(labels)) != len(labels):
         raise UserError(f"study labels must differ; got {labels}")
     overrides = dict(overrides or {})
-    from robust_ssl import config_utils
-
     planned = []
     for entry in entries:  # every config is built and checked before anything runs
         for seed in seeds:

@@ -60,7 +60,7 @@ def meta_validation(config, data):
     source = data.train_source if data.train_source is not None else pipeline.to_arrays(data.train)
     labels = pipeline.labels_of(source)
     val = config.automl.validation
-    uses_holdout = config.automl.enabled and val.source in ("train_holdout", "corrupted_holdout")
+    uses_holdout = config_utils.training_holdout(config) > 0
     excluded = int(config.data.get("exclude_holdout", 0) or 0)
     if not config.automl.enabled and not excluded:
         return source, None, {"source": None}

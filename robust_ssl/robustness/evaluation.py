@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from robust_ssl import rundir
+from robust_ssl import config_utils, rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
 from robust_ssl.robustness import reports
@@ -43,7 +43,7 @@ NUM_BINS = 15
 GENERATE = "generate"
 TFDS = "tfds"
 # meta_validation.json sources that draw on the training set only.
-TRAINING_SOURCES = ("train_holdout", "corrupted_holdout")
+TRAINING_SOURCES = config_utils.HOLDOUT_SOURCES
 
 
 # --------------------------------------------------------------------------- leak guard
