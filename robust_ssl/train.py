@@ -60,13 +60,14 @@ def meta_validation(config, data):
     source = data.train_source if data.train_source is not None else pipeline.to_arrays(data.train)
     labels = pipeline.labels_of(source)
     val = config.automl.validation
-    uses_holdout = config_utils.training_holdout(config) > 0
+    holdout = config_utils.training_holdout(config)
+    uses_holdout = holdout > 0
     excluded = int(config.data.get("exclude_holdout", 0) or 0)
     if not config.automl.enabled and not excluded:
         return source, None, {"source": None}
-    record, meta = {"source": val.source if config.automl.enabled else None}, None
+    record = {"source": val.source if config.automl.enabled else None}
     if uses_holdout or excluded:
-        holdout = int(val.holdout) if uses_holdout else excluded
+        holdout = holdout or excluded
         key = "automl.validation.holdout" if uses_holdout else "data.exclude_holdout"
         source, held, record_split = _hold_out(config, data, source, labels, holdout, key)
         record.update(record_split)

@@ -5,7 +5,14 @@ import tensorflow as tf
 from robust_ssl.errors import ConfigError
 from robust_ssl.networks import linear_head
 from robust_ssl.tasks import image_ops
-from robust_ssl.tasks.base import Task, mean_over_non_batch_axes, random_indices, register_task, sparse_ce
+from robust_ssl.tasks.base import (
+    Task,
+    flatten_views,
+    mean_over_non_batch_axes,
+    random_indices,
+    register_task,
+    sparse_ce,
+)
 
 
 @register_task
@@ -57,8 +64,7 @@ class RotationTask(Task):
         batch = tf.shape(inputs)[0]
         # [B, 3, H, W, C] -> [3B, H, W, C] ordered rotation-major (all 90° copies,
         # then 180°, then 270°) so that one trunk pass covers them.
-        flat = tf.reshape(tf.transpose(inputs, [1, 0, 2, 3, 4]), [-1, *inputs.shape[2:]])
-        rotated_features = forward.encode(flat)
+        rotated_features = forward.encode(flatten_views(inputs))
         features = tf.concat([forward.clean_features, rotated_features], axis=0)
         logits = head(features, training=training)  # [4B, 4], rotation-major
         return tf.transpose(tf.reshape(logits, [4, batch, 4]), [1, 0, 2])  # [B, 4, 4]
