@@ -6,7 +6,7 @@ r"""Times training steps per mode and the input pipeline; writes a table and JSO
   robust-ssl benchmark --quick --output_dir=/tmp/bench   # tiny model, 3 steps (CI)
 
 Each mode runs `model.train_step` in a `tf.function` on one fixed batch, in its
-own subprocess, after warm-up steps; see `robust_ssl.bench.benchmark` for what each
+own subprocess, after warm-up steps; see `robust_ssl.bench.runner` for what each
 column means and how FLOPs are counted. Modes: baseline, baseline_xla,
 baseline_noxla, fixed_rotation, fixed4, fixed4_xla, fixed7, automl4_fast,
 automl4_fast_every4, automl4_naive, automl7_fast (or "all").
@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from robust_ssl import cli, configs
-from robust_ssl.bench import benchmark
+from robust_ssl.bench import modes
 
 # robust_ssl.cli resolves a config name given to this flag into its file.
 CONFIG_FLAG = configs.FLAG
@@ -32,8 +32,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _MODES = flags.DEFINE_string(
     "modes",
-    ",".join(benchmark.DEFAULT_MODES),
-    f"Comma-separated modes or 'all': {', '.join(benchmark.MODES)}.",
+    ",".join(modes.DEFAULT_MODES),
+    f"Comma-separated modes or 'all': {', '.join(modes.MODES)}.",
 )
 _DEPTH = flags.DEFINE_integer("depth", None, "WideResNet depth (default 40; 10 with --quick).")
 _WIDTH = flags.DEFINE_integer("width", None, "WideResNet width (default 2; 1 with --quick).")
@@ -100,26 +100,27 @@ def _settings():
         interleave=_INTERLEAVE.value,
     )
     if _QUICK.value:
-        return benchmark.quick_settings(**overrides)
-    return benchmark.Settings(**overrides)
+        return modes.quick_settings(**overrides)
+    return modes.Settings(**overrides)
 
 
 def main(argv):
     from robust_ssl import config_utils
+    from robust_ssl.bench import benchmark, report
 
     with cli.user_errors():
         cli.no_arguments(argv)
         settings = _settings()
-        modes = benchmark.parse_modes(_MODES.value)
-        breakdown = benchmark.parse_modes(_BREAKDOWN.value) if _BREAKDOWN.value.strip() else []
+        mode_names = modes.parse_modes(_MODES.value)
+        breakdown = modes.parse_modes(_BREAKDOWN.value) if _BREAKDOWN.value.strip() else []
         results = benchmark.run(
             settings,
             config_utils.to_dict(_CONFIG.value),
-            modes,
+            mode_names,
             breakdown_modes=breakdown,
-            checkpoint=lambda partial: benchmark.write_report(partial, _OUTPUT_DIR.value),
+            checkpoint=lambda partial: report.write_report(partial, _OUTPUT_DIR.value),
         )
-        json_path, md_path, text = benchmark.write_report(results, _OUTPUT_DIR.value)
+        json_path, md_path, text = report.write_report(results, _OUTPUT_DIR.value)
     print()
     print(text)
     print(f"written: {json_path}, {md_path}")
