@@ -41,76 +41,74 @@ by --seed, in test batches of --adapt_batch_size):
              batch-norm statistics (as bn).
 """
 
+import dataclasses
+
 from absl import flags
 
 from robust_ssl import cli
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Training run directory (model, config, meta-validation record)."
-)
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A .keras model file to score instead of the run's model."
-)
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "A SavedModel directory to score instead.")
-_CIFAR10C = flags.DEFINE_string(
-    "cifar10c", None, "'tfds', 'generate' or a directory of official CIFAR-10-C .npy files."
-)
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "tfds data_dir for --cifar10c=tfds.")
-_BASELINE = flags.DEFINE_string(
-    "baseline", None, "robustness.json/.csv (or its directory) of a run to compare with."
-)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where reports go (default <workdir>/robustness).")
-_CORRUPTIONS = flags.DEFINE_string("corruptions", "all", "Comma list of names or all|benchmark|extra.")
-_SEVERITIES = flags.DEFINE_string("severities", "1-5", "Severities, e.g. '1-5' or '1,3,5'.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", 0, "Images per cell (0 = all).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Forward-pass batch size.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of generated corruptions.")
-_INCLUDE_META = flags.DEFINE_boolean(
+FLAGS = flags.FLAGS
+# Each flag sets the field of `EvaluationSpec` or `adaptation.Settings` of its
+# name; these fields take a flag of another name.
+SPEC_FLAGS = {"source": "cifar10c"}
+ADAPT_FLAGS = {"batch_size": "adapt_batch_size"}
+
+flags.DEFINE_string("workdir", None, "Training run directory (model, config, meta-validation record).")
+flags.DEFINE_string("checkpoint", None, "A .keras model file to score instead of the run's model.")
+flags.DEFINE_string("saved_model", None, "A SavedModel directory to score instead.")
+flags.DEFINE_string("cifar10c", None, "'tfds', 'generate' or a directory of official CIFAR-10-C .npy files.")
+flags.DEFINE_string("tfds_data_dir", None, "tfds data_dir for --cifar10c=tfds.")
+flags.DEFINE_string("baseline", None, "robustness.json/.csv (or its directory) of a run to compare with.")
+flags.DEFINE_string("output_dir", None, "Where reports go (default <workdir>/robustness).")
+flags.DEFINE_string("corruptions", "all", "Comma list of names or all|benchmark|extra.")
+flags.DEFINE_string("severities", "1-5", "Severities, e.g. '1-5' or '1,3,5'.")
+flags.DEFINE_integer("max_images", 0, "Images per cell (0 = all).")
+flags.DEFINE_integer("batch_size", 500, "Forward-pass batch size.")
+flags.DEFINE_integer("seed", 0, "Seed of generated corruptions.")
+flags.DEFINE_boolean(
     "include_meta_images",
     False,
     "Score the meta-validation images too (refused if the run's meta loss used them).",
 )
-_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells.")
-_OVERWRITE = flags.DEFINE_boolean(
+flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells.")
+flags.DEFINE_boolean(
     "overwrite", False, "Replace a report in the output folder that has cells this evaluation does not score."
 )
-_ADAPT = flags.DEFINE_string(
+flags.DEFINE_string(
     "adapt", None, "Test-time adaptation modes to compare: none,bn,tent,ttt,ttt_batch,ttt_bn."
 )
-_ADAPT_BATCH = flags.DEFINE_integer(
+flags.DEFINE_integer(
     "adapt_batch_size",
     200,
     "Test batch size of bn, tent, ttt_batch and ttt_bn (ttt adapts to one image at a time).",
     lower_bound=1,
 )
-_BN_PRIOR = flags.DEFINE_float("bn_prior", 0.0, "bn: prior strength N of the training statistics (0 = none).")
-_TENT_LR = flags.DEFINE_float("tent_lr", 1e-3, "tent: Adam learning rate.")
-_TENT_STEPS = flags.DEFINE_integer("tent_steps", 1, "tent: Adam steps per test batch.", lower_bound=1)
-_TENT_EPISODIC = flags.DEFINE_boolean("tent_episodic", False, "tent: reset before every batch.")
-_TTT_TASKS = flags.DEFINE_string(
+flags.DEFINE_float("bn_prior", 0.0, "bn: prior strength N of the training statistics (0 = none).")
+flags.DEFINE_float("tent_lr", 1e-3, "tent: Adam learning rate.")
+flags.DEFINE_integer("tent_steps", 1, "tent: Adam steps per test batch.", lower_bound=1)
+flags.DEFINE_boolean("tent_episodic", False, "tent: reset before every batch.")
+flags.DEFINE_string(
     "ttt_tasks",
     "",
     "ttt, ttt_batch, ttt_bn: tasks to adapt with (default: the run's tasks that classify a "
     "transformation, e.g. rotation; ttt takes only such tasks).",
 )
-_TTT_LR = flags.DEFINE_float("ttt_lr", 1e-3, "ttt, ttt_batch, ttt_bn: SGD learning rate.")
-_TTT_STEPS = flags.DEFINE_integer(
+flags.DEFINE_float("ttt_lr", 1e-3, "ttt, ttt_batch, ttt_bn: SGD learning rate.")
+flags.DEFINE_integer(
     "ttt_steps", 1, "ttt: plain SGD steps per test image (the paper reports 1 and 10).", lower_bound=1
 )
-_TTT_BATCH_SIZE = flags.DEFINE_integer(
+flags.DEFINE_integer(
     "ttt_batch_size", 32, "ttt: augmented copies of each test image per step.", lower_bound=1
 )
-_TTT_ONLINE = flags.DEFINE_boolean(
+flags.DEFINE_boolean(
     "ttt_online",
     False,
     "ttt, ttt_batch, ttt_bn: keep the adaptation across a cell's images or batches (reset between "
     "cells only; default: reset before every image or batch).",
 )
-_TTT_BATCH_STEPS = flags.DEFINE_integer(
-    "ttt_batch_steps", 3, "ttt_batch, ttt_bn: SGD steps per test batch.", lower_bound=1
-)
-_TTT_MOMENTUM = flags.DEFINE_float("ttt_momentum", 0.0, "ttt_batch, ttt_bn: SGD momentum.")
-_TTT_PARAMS = flags.DEFINE_enum(
+flags.DEFINE_integer("ttt_batch_steps", 3, "ttt_batch, ttt_bn: SGD steps per test batch.", lower_bound=1)
+flags.DEFINE_float("ttt_momentum", 0.0, "ttt_batch, ttt_bn: SGD momentum.")
+flags.DEFINE_enum(
     "ttt_params",
     "trunk",
     ["trunk", "bn"],
@@ -119,48 +117,56 @@ _TTT_PARAMS = flags.DEFINE_enum(
 flags.mark_flag_as_required("cifar10c")
 
 
-def main(argv):
+def _from_flags(cls, renamed):
+    """{field: flag value} for the fields of the dataclass `cls` that a flag sets.
+
+    Args:
+      cls: `EvaluationSpec` or `adaptation.Settings`.
+      renamed: field -> flag name, where they differ.
+
+    Returns:
+      A dict of keyword arguments of `cls`.
+    """
+    values = {}
+    for field in dataclasses.fields(cls):
+        name = renamed.get(field.name, field.name)
+        if name in FLAGS:
+            values[field.name] = FLAGS[name].value
+    return values
+
+
+def spec_from_flags():
+    """The evaluation's settings, built once from the flags.
+
+    Returns:
+      An `evaluation.EvaluationSpec`.
+
+    Raises:
+      UserError: an unknown corruption, severity or adaptation mode.
+    """
     from robust_ssl.data import cifar10c
     from robust_ssl.robustness import adaptation, evaluation
 
+    values = _from_flags(evaluation.EvaluationSpec, SPEC_FLAGS)
+    adapt = values["adapt"]
+    return evaluation.EvaluationSpec(
+        **{
+            **values,
+            "corruptions": cifar10c.parse_corruptions(values["corruptions"]),
+            "severities": cifar10c.parse_severities(values["severities"]),
+            "max_images": values["max_images"] or None,
+            "adapt": adaptation.parse_modes(adapt) if adapt else None,
+            "adapt_settings": adaptation.Settings(**_from_flags(adaptation.Settings, ADAPT_FLAGS)),
+        }
+    )
+
+
+def main(argv):
+    from robust_ssl.robustness import evaluation
+
     with cli.user_errors():
         cli.no_arguments(argv)
-        adapt = adaptation.parse_modes(_ADAPT.value) if _ADAPT.value else None
-        settings = adaptation.Settings(
-            batch_size=_ADAPT_BATCH.value,
-            bn_prior=_BN_PRIOR.value,
-            tent_lr=_TENT_LR.value,
-            tent_steps=_TENT_STEPS.value,
-            tent_episodic=_TENT_EPISODIC.value,
-            ttt_tasks=_TTT_TASKS.value,
-            ttt_lr=_TTT_LR.value,
-            ttt_steps=_TTT_STEPS.value,
-            ttt_batch_size=_TTT_BATCH_SIZE.value,
-            ttt_online=_TTT_ONLINE.value,
-            ttt_batch_steps=_TTT_BATCH_STEPS.value,
-            ttt_momentum=_TTT_MOMENTUM.value,
-            ttt_params=_TTT_PARAMS.value,
-            seed=_SEED.value,
-        )
-        _, paths = evaluation.evaluate_run(
-            _CIFAR10C.value,
-            workdir=_WORKDIR.value,
-            checkpoint=_CHECKPOINT.value,
-            saved_model=_SAVED_MODEL.value,
-            output_dir=_OUTPUT_DIR.value,
-            baseline=_BASELINE.value,
-            corruptions=cifar10c.parse_corruptions(_CORRUPTIONS.value),
-            severities=cifar10c.parse_severities(_SEVERITIES.value),
-            max_images=_MAX_IMAGES.value or None,
-            batch_size=_BATCH_SIZE.value,
-            seed=_SEED.value,
-            include_meta_images=_INCLUDE_META.value,
-            tfds_data_dir=_TFDS_DATA_DIR.value,
-            progress=_PROGRESS.value,
-            adapt=adapt,
-            adapt_settings=settings,
-            overwrite=_OVERWRITE.value,
-        )
+        _, paths = evaluation.evaluate(spec_from_flags())
     with open(paths["markdown"]) as f:
         print(f.read())
     print("outputs:")

@@ -73,7 +73,7 @@ def markdown_table(result, comparison=None, title=None):
 
     Args:
       result: an `evaluate_robustness` results dict.
-      comparison: optional `evaluation.compare` dict (adds normalised and
+      comparison: optional `metrics.compare` dict (adds normalised and
         relative CE columns and mCE lines).
       title: optional heading.
 
@@ -374,7 +374,7 @@ def write_reports(
     Args:
       result: an `evaluate_robustness` results dict (with its "summary").
       output_dir: directory (created).
-      comparison: optional `evaluation.compare` dict against a baseline; it
+      comparison: optional `metrics.compare` dict against a baseline; it
         goes into the JSON (`result["comparison"]`) and the markdown.
       baseline: optional results dict of that baseline (drawn in the bar chart).
       labels: names of this run and the baseline in the figures.
