@@ -1,5 +1,10 @@
 """A run's directory: the names of its files, how they are written and read, and its model.
 
+The checkpoints' own names and their order are `robust_ssl.checkpoints`', the
+lock is `robust_ssl.lock`'s; the names they define (`checkpoint_path`,
+`checkpoints`, `checkpoint_epoch`, `checkpoint_step`, `LOCK`, `workdir_lock`)
+are importable from here too, with the run's other files.
+
 A training run (`robust-ssl train`, `robust_ssl.train`) writes into its workdir:
 
   config.json           CONFIG           the resolved config (`write_config`)
@@ -11,12 +16,12 @@ A training run (`robust-ssl train`, `robust_ssl.train`) writes into its workdir:
   tensorboard/          TENSORBOARD      TensorBoard logs (λ in tensorboard/lambdas/)
   checkpoints/          CHECKPOINTS      epoch_NNN.keras after NNN epochs and
                                          epoch_NNN_step_SSSSSSS.keras at global step SSSSSSS
-                                         within epoch NNN+1 (`checkpoint_path`): the whole
-                                         model with λ and both optimisers' states
+                                         within epoch NNN+1 (`checkpoints.checkpoint_path`):
+                                         the whole model with λ and both optimisers' states
   run_state.json        RUN_STATE        the sessions of the run (`record_session`): start,
                                          host, pid, resumed_from_step, steps, wall, CPU time
   .lock                 LOCK             pid, host and start of the process training in the
-                                         folder (`workdir_lock`)
+                                         folder (`lock.workdir_lock`)
   model.keras           MODEL            the final model
   results.json          RESULTS          clean test accuracy and loss, λ, tasks, epochs, steps,
                                          replicas, wall and CPU time (all
@@ -38,16 +43,19 @@ over the target and the directory synced, so that neither a reader nor a crash
 
 import contextlib
 import csv
-import datetime
-import glob
 import itertools
 import json
 import math
 import os
-import re
-import socket
 
+from robust_ssl.checkpoints import KERAS_SUFFIX, latest_checkpoint
+from robust_ssl.checkpoints import checkpoint_epoch as checkpoint_epoch
+from robust_ssl.checkpoints import checkpoint_path as checkpoint_path
+from robust_ssl.checkpoints import checkpoint_step as checkpoint_step
+from robust_ssl.checkpoints import checkpoints as checkpoints
 from robust_ssl.errors import UserError
+from robust_ssl.lock import LOCK as LOCK
+from robust_ssl.lock import workdir_lock as workdir_lock
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -58,7 +66,6 @@ META_VALIDATION = "meta_validation.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 RUN_STATE = "run_state.json"
-LOCK = ".lock"
 # Files an overwriting run removes along with the checkpoints (its config is rewritten).
 RUN_LOGS = (METRICS, LAMBDAS, RESULTS, RUN_STATE)
 
@@ -85,11 +92,6 @@ BEST_LAMBDAS = "best_lambdas.json"
 BEST_CONFIG = "best_config.py"
 TUNER_PROJECT = "keras_tuner"
 
-_CHECKPOINT_PREFIX = "epoch_"
-_KERAS = ".keras"
-# Checkpoint names; anything else (temporary files, `<name>.tmp.keras` of
-# earlier versions) is never taken for a checkpoint.
-_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?\.keras$")
 _tmp_counter = itertools.count()
 
 
@@ -183,7 +185,7 @@ def write_csv(path, rows, fields):
 
 def save_model(model, path):
     """`model.save(path)` atomically: a crash never leaves a half-written `.keras` file."""
-    with atomic_path(path, suffix=_KERAS) as tmp:
+    with atomic_path(path, suffix=KERAS_SUFFIX) as tmp:
         model.save(tmp)
     return path
 
@@ -234,60 +236,6 @@ def robustness_results(path):
             if os.path.isfile(os.path.join(directory, name)):
                 return os.path.join(directory, name)
     return None
-
-
-# --------------------------------------------------------------------------- checkpoints
-def checkpoint_path(directory, epoch, step=None):
-    """The checkpoint file after `epoch` completed epochs.
-
-    Args:
-      directory: the run's checkpoints/ folder.
-      epoch: completed epochs.
-      step: the global step of a mid-epoch checkpoint (within epoch `epoch` + 1);
-        None for the end of epoch `epoch`.
-
-    Returns:
-      <directory>/epoch_NNN.keras, or <directory>/epoch_NNN_step_SSSSSSS.keras.
-    """
-    name = f"{_CHECKPOINT_PREFIX}{epoch:03d}"
-    if step is not None:
-        name += f"_step_{step:07d}"
-    return os.path.join(directory, name + _KERAS)
-
-
-def _checkpoint_key(path):
-    match = _CHECKPOINT_NAME.match(os.path.basename(path))
-    if not match:
-        return None
-    epoch, step = match.groups()
-    # An epoch's own checkpoint comes before the mid-epoch ones of the next epoch.
-    return (int(epoch), 0 if step is None else 1, int(step or 0))
-
-
-def checkpoint_epoch(path):
-    """The number of completed epochs a checkpoint file holds (epoch_012.keras -> 12).
-
-    A mid-epoch checkpoint epoch_012_step_0000500.keras also gives 12.
-    """
-    return _checkpoint_key(path)[0]
-
-
-def checkpoint_step(path):
-    """The global step in a mid-epoch checkpoint's name, or None for an end-of-epoch one."""
-    key = _checkpoint_key(path)
-    return key[2] if key[1] else None
-
-
-def checkpoints(directory):
-    """The checkpoints in `directory` (end-of-epoch and mid-epoch), oldest first."""
-    paths = glob.glob(os.path.join(directory, f"{_CHECKPOINT_PREFIX}*{_KERAS}"))
-    return sorted((p for p in paths if _checkpoint_key(p) is not None), key=_checkpoint_key)
-
-
-def latest_checkpoint(directory):
-    """The newest checkpoint in `directory` (by epoch and step, not by time), or None."""
-    found = checkpoints(directory)
-    return found[-1] if found else None
 
 
 def run_dir_of(workdir=None, checkpoint=None):
@@ -392,10 +340,6 @@ def cut_logs(workdir, epochs, step):
     return {name: n for name, n in dropped.items() if n}
 
 
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def record_session(workdir, session):
     """Adds or updates this session in <workdir>/run_state.json; returns the run's totals.
 
@@ -430,108 +374,6 @@ def record_session(workdir, session):
     return state
 
 
-# --------------------------------------------------------------------------- the lock
-def _read_lock(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return {"pid": int(data["pid"]), "host": str(data["host"]), "started": str(data.get("started", "?"))}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def _create_exclusive(tmp, path):
-    """Creates `path` with the contents of `tmp`; FileExistsError if `path` exists."""
-    try:
-        os.link(tmp, path)  # atomic, and never a half-written lock
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f, open(tmp) as src:
-            f.write(src.read())
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir):
-    """Holds <workdir>/.lock (pid, host, start time) while a run trains in `workdir`.
-
-    A second process finds the lock and is refused; a lock left by a process
-    of this host that no longer exists (killed, crashed) is taken over with
-    one warning line. The lock is removed when the block ends, also on errors.
-
-    Args:
-      workdir: the run's folder (created if missing).
-
-    Yields:
-      The lock file's path.
-
-    Raises:
-      UserError: another live process (or one on another host, which cannot
-        be checked) holds the lock, or the lock file is unreadable.
-    """
-    from absl import logging
-
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, LOCK)
-    host = socket.gethostname()
-    mine = {"pid": os.getpid(), "host": host, "started": _now()}
-    tmp = os.path.join(workdir, f".lock.{os.getpid()}-{next(_tmp_counter)}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(mine, f)
-    try:
-        for _ in range(3):
-            try:
-                _create_exclusive(tmp, path)
-                break
-            except FileExistsError:
-                pass
-            held = _read_lock(path)
-            if held is None:
-                raise UserError(
-                    f"{workdir} has an unreadable lock file {path}; if no run is using that folder, remove it"
-                )
-            if held["host"] != host or _alive(held["pid"]):
-                where = f"on {held['host']}" if held["host"] != host else "on this host"
-                raise UserError(
-                    f"{workdir} is in use by pid {held['pid']} {where} (since {held['started']}); "
-                    f"wait for it to end or use another --workdir (lock file {path})"
-                )
-            logging.warning(
-                "taking over the stale lock of pid %d on %s (since %s), which no longer runs: %s",
-                held["pid"],
-                held["host"],
-                held["started"],
-                path,
-            )
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        else:
-            raise UserError(f"cannot take the lock {path}; another process keeps taking it")
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-    try:
-        yield path
-    finally:
-        held = _read_lock(path)
-        if held and held["pid"] == mine["pid"] and held["host"] == host:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-
-
 # --------------------------------------------------------------------------- the model
 def model_path(workdir):
     """Finds the model of a training run.
@@ -547,10 +389,10 @@ def model_path(workdir):
       UserError: when neither exists.
     """
     if os.path.isfile(workdir):
-        if not workdir.endswith(_KERAS):
+        if not workdir.endswith(KERAS_SUFFIX):
             raise UserError(f"{workdir} is not a .keras model file")
         return workdir
-    if workdir.endswith(_KERAS):
+    if workdir.endswith(KERAS_SUFFIX):
         raise UserError(f"model file {workdir} not found")
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir} does not exist")
