@@ -3,24 +3,18 @@
 Implements Kim, Lee & Suh (2019), "Improving Model Robustness via Automatically
 Incorporating Self-supervision Tasks", on Keras 3 / TensorFlow.
 
-Importing the package registers every Keras-serializable class it defines, so
-that a saved run loads with plain `keras.saving.load_model(path)` after
-`import robust_ssl`.
+`import robust_ssl` is light: it imports neither TensorFlow nor Keras, so
+`robust-ssl --help` and a program that only reads run files start at once.
+Each module imports what it needs. The model class registers itself with
+Keras where it is defined: a saved run loads with plain
+`keras.saving.load_model(path)` after `import robust_ssl.model`, or with
+`robust_ssl.rundir.load_model(path)`, which imports it.
 """
 
 import os
 
-# Keras 3 picks its backend from the environment; this package is TensorFlow-only.
+# Keras 3 picks its backend from the environment when it is first imported;
+# this package is TensorFlow-only. Only a default: nothing is imported here.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
-
-# The command-line tools hide TensorFlow's C++ start-up logs (--log_level): set
-# before the import below brings in TensorFlow.
-from robust_ssl import _quiet  # noqa: E402
-
-_quiet.at_import()
-
-# The modules whose classes carry @keras.saving.register_keras_serializable
-# (tests/test_cli.py checks that none is missing here).
-from robust_ssl import model  # noqa: E402, F401

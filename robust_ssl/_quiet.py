@@ -1,10 +1,9 @@
 """Quiet start-up of the command-line tools: TensorFlow's C++ logs hidden by default.
 
-TensorFlow reads `TF_CPP_MIN_LOG_LEVEL` once, when it is imported, and
-`import robust_ssl` imports it (through Keras). So the console script's level
-is set here, from `--log_level` on the command line, before that import; and
-only for the command-line tools (`robust-ssl`, `python -m robust_ssl…`,
-`tools/*.py`), never for a program that imports the package.
+TensorFlow reads `TF_CPP_MIN_LOG_LEVEL` once, when it is imported. `import
+robust_ssl` imports no TensorFlow, so `robust_ssl.cli` sets the level from
+`--log_level` (`start`) before anything imports TensorFlow; a program that
+imports the package is left as it is.
 
 Levels (`--log_level`, anywhere before `--`):
   warning  the default: TensorFlow's C++ start-up lines hidden (oneDNN, CUDA,
@@ -23,51 +22,25 @@ DEFAULT = "warning"
 FLAG = "--log_level"
 
 
-def requested_level(argv):
-    """The `--log_level` value in argv (DEFAULT without one), unchecked; stops at `--`."""
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg.startswith(FLAG + "="):
-            return arg[len(FLAG) + 1 :]
-        if arg == FLAG and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def is_command_line(argv0):
-    """Whether argv[0] is one of robust_ssl's command-line tools (when the package is imported).
-
-    `python -m robust_ssl[.cli]` imports the package while argv[0] is still "-m".
-    """
-    name = os.path.basename(argv0 or "")
-    if name in ("robust-ssl", "robust-ssl.exe") or argv0 == "-m":
-        return True
-    return os.path.basename(os.path.dirname(os.path.abspath(argv0 or "."))) == "tools" and name.endswith(
-        ".py"
-    )
-
-
 def set_tf_cpp_level(level, explicit):
     """Sets TF_CPP_MIN_LOG_LEVEL for `level` (kept if set in the environment and not explicit)."""
     if explicit or "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3" if level == "warning" else "0"
 
 
-def at_import():
-    """Called by `robust_ssl/__init__` before TensorFlow is imported.
+def start_tensorflow(level):
+    """Imports TensorFlow for a command: at the default level with its start-up lines hidden.
 
-    For the command-line tools at the default level, TensorFlow and Keras are
-    imported here with the process's stderr (file descriptor 2) sent to a
-    temporary file: TensorFlow 2.21 writes its start-up lines through absl's
-    C++ logging before `TF_CPP_MIN_LOG_LEVEL` is consulted. Should the import
-    fail, what it wrote is replayed before the error.
+    TensorFlow 2.21 writes its start-up lines through absl's C++ logging before
+    `TF_CPP_MIN_LOG_LEVEL` is consulted, so at the default level TensorFlow
+    and Keras are imported here with file descriptor 2 silenced
+    (`import_tensorflow_quietly`); at another level, or where the environment
+    asks for TensorFlow's logs, they are left to the command's first import.
+    Called by `robust_ssl.cli` after `set_tf_cpp_level`.
+
+    Args:
+      level: one of LEVELS.
     """
-    if not is_command_line(sys.argv[0] if sys.argv else ""):
-        return
-    level = requested_level(sys.argv[1:])
-    level = level if level in LEVELS else DEFAULT
-    set_tf_cpp_level(level, explicit=requested_level(sys.argv[1:]) in LEVELS)
     if level == DEFAULT and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3" and "tensorflow" not in sys.modules:
         import_tensorflow_quietly()
 

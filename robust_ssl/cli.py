@@ -9,9 +9,12 @@
 defined) and runs its `main` with absl. A command with a config flag (its
 module's `CONFIG_FLAG` names it) accepts a config name or file: `main`
 resolves the flag's value with `robust_ssl.configs.resolve_argv` before absl
-parses the arguments. Paths on
-the command line are relative to the current directory. Also runnable as
-`python -m robust_ssl` or `python -m robust_ssl.cli`.
+parses the arguments (the default config where none is named). A command's
+module imports no TensorFlow, so `--help` answers at once; before running a
+command `main` sets TensorFlow's log level (`--log_level`) and imports it
+with its start-up lines hidden, unless the module says `USES_TENSORFLOW =
+False`. Paths on the command line are relative to the current directory.
+Also runnable as `python -m robust_ssl` or `python -m robust_ssl.cli`.
 """
 
 import contextlib
@@ -186,6 +189,31 @@ def command_help(name, module):
     return "\n".join(lines)
 
 
+def _with_default_config(args, flag):
+    """`args` with `--<flag>=default` in front when they give no `--<flag>` (before any `--`).
+
+    A command's config flag has no default file (ml_collections would load it
+    when the flag is defined, and the packaged configs import TensorFlow, so
+    `--help` would too): the default config is given here instead.
+
+    Args:
+      args: the command's arguments (without the program).
+      flag: the name of the command's config flag.
+
+    Returns:
+      A new list; first, so that the overrides (`--config.<key>=…`) come after it
+      as ml_collections requires.
+    """
+    from robust_ssl import configs
+
+    for arg in args:
+        if arg == "--":
+            break
+        if arg.partition("=")[0] in (f"--{flag}", f"-{flag}"):
+            return list(args)
+    return [f"--{flag}={configs.DEFAULT}", *args]
+
+
 def _wants_help(args):
     for arg in args:
         if arg == "--":
@@ -231,29 +259,37 @@ def main(argv=None):
     from robust_ssl import _quiet, configs
 
     rest, level = _pop_log_level(rest)
+    explicit = level is not None
+    level = _quiet.DEFAULT if level is None else level
     if level not in _quiet.LEVELS:
         print(f"error: --log_level must be one of {', '.join(_quiet.LEVELS)}; got {level!r}", file=sys.stderr)
         return 2
-    # Effective where TensorFlow is not imported yet (robust_ssl/_quiet.py sets
-    # it earlier for the console script).
-    _quiet.set_tf_cpp_level(level, explicit=level != _quiet.DEFAULT)
+    wants_help = _wants_help(rest)
     # absl and ml_collections read sys.argv (the config flag finds its
     # overrides there), so it holds this command's arguments from here on.
     prog = f"{PROG} {name}"
     sys.argv = [prog, *rest]
+    # Before anything imports TensorFlow: it reads its C++ log level once, at import.
+    _quiet.set_tf_cpp_level(level, explicit)
     try:
+        # A command's module imports no TensorFlow (tests/test_import.py): its
+        # flags and help come at once; its main imports what it needs.
         module = importlib.import_module(f"robust_ssl.commands.{COMMANDS[name][0]}")
-        if _wants_help(rest):
+        config_flag = getattr(module, "CONFIG_FLAG", None)  # set by commands with a --config
+        if config_flag:  # its default is given on the command line (`_with_default_config`): say which
+            flags.FLAGS[config_flag].default_as_str = repr(configs.DEFAULT)
+        if wants_help:
             print(command_help(name, module))
             return 0
-        config_flag = getattr(module, "CONFIG_FLAG", None)  # set by commands with a --config
+        if getattr(module, "USES_TENSORFLOW", True):  # False: reads files only (compare, plot-lambdas)
+            _quiet.start_tensorflow(level)
         if config_flag:
             with user_errors():
                 try:  # a --config inside a --flagfile is resolved too
                     rest = flags.FLAGS.read_flags_from_files(rest, force_gnu=False)
                 except (OSError, flags.Error) as e:
                     raise UserError(str(e)) from e
-                rest = configs.resolve_argv(rest, config_flag)
+                rest = configs.resolve_argv(_with_default_config(rest, config_flag), config_flag)
             sys.argv = [prog, *rest]
         app.run(module.main, argv=sys.argv, flags_parser=_flags_parser(config_flag, level))
     except KeyboardInterrupt:  # commands that save work say what they kept (`interrupted_message`)
@@ -263,10 +299,10 @@ def main(argv=None):
 
 
 def _pop_log_level(args):
-    """(args without `--log_level[=| ]X`, X or the default level); stops at `--`."""
+    """(args without `--log_level[=| ]X`, X or None without one); stops at `--`."""
     from robust_ssl import _quiet
 
-    out, level, i = [], _quiet.DEFAULT, 0
+    out, level, i = [], None, 0
     while i < len(args):
         arg = args[i]
         if arg == "--":

@@ -240,7 +240,7 @@ def test_training_runs_from_any_directory(outside_run):
     assert saved["tasks"] == "rotation" and saved["data"]["source"] == "synthetic"
 
 
-def test_import_robust_ssl_is_enough_to_load_a_saved_model(outside_run):
+def test_import_robust_ssl_model_is_enough_to_load_a_saved_model(outside_run):
     cwd, _ = outside_run
     decorator = re.compile(r"^\s*@keras\.saving\.register_keras_serializable\b", re.M)
     registering = sorted(
@@ -252,12 +252,13 @@ def test_import_robust_ssl_is_enough_to_load_a_saved_model(outside_run):
     code = (
         "import sys\n"
         "import keras\n"
-        "import robust_ssl\n"
+        "import robust_ssl.model\n"
         f"missing = [m for m in {registering!r} if m not in sys.modules]\n"
         "model = keras.saving.load_model('runs/tiny/model.keras')\n"
         "print(type(model).__name__, missing)\n"
     )
-    # A fresh process: only `import robust_ssl`, then plain keras.saving.load_model.
+    # A fresh process: only `import robust_ssl.model` (every registered class is imported with it;
+    # `import robust_ssl` imports no Keras), then plain keras.saving.load_model.
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "RobustSSLModel []"

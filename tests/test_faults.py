@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from conftest import REPO, run_cli, tiny_config, write_config_file
 
-import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
+import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for loading)
 from robust_ssl import rundir, train
 from robust_ssl.errors import ConfigError
 

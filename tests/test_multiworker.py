@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from conftest import REPO
 
-import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
+import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for loading)
 
 FLAGS = [
     "--config=smoke_automl",

@@ -24,7 +24,7 @@ from robust_ssl.bench import modes
 CONFIG_FLAG = configs.FLAG
 _CONFIG = config_flags.DEFINE_config_file(
     CONFIG_FLAG,
-    configs.path(configs.DEFAULT),
+    None,  # robust_ssl.cli gives the default config: loading it here would import TensorFlow
     configs.help_text(
         "Base experiment config (optimiser, λ, task options; the flags below override its "
         "model size, batch size, tasks and AutoML settings per mode)"

@@ -16,6 +16,8 @@ from absl import flags
 
 from robust_ssl import cli
 
+# It reads run files and draws with matplotlib: robust_ssl.cli starts no TensorFlow for it.
+USES_TENSORFLOW = False
 _OUTPUT = flags.DEFINE_string("output", "comparison.md", "Markdown file to write; the PNG goes beside it.")
 _NAMES = flags.DEFINE_list("names", None, "Labels of the runs, in order (default: directory names).")
 

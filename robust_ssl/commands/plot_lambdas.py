@@ -15,6 +15,8 @@ from absl import flags
 
 from robust_ssl import cli
 
+# It reads run files and draws with matplotlib: robust_ssl.cli starts no TensorFlow for it.
+USES_TENSORFLOW = False
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding lambdas.csv.")
 _CSV = flags.DEFINE_string("csv", None, "λ CSV file (instead of --workdir).")
 _OUTPUT = flags.DEFINE_string(

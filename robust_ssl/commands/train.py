@@ -24,9 +24,11 @@ from ml_collections import config_flags
 
 from robust_ssl import cli, configs
 
-# robust_ssl.cli resolves a config name given to this flag into its file.
+# robust_ssl.cli resolves a config name given to this flag into its file. No
+# default file here: ml_collections would load it now, and the configs import
+# TensorFlow; robust_ssl.cli gives the default config where none is named.
 CONFIG_FLAG = configs.FLAG
-_CONFIG = config_flags.DEFINE_config_file(CONFIG_FLAG, configs.path(configs.DEFAULT), configs.help_text())
+_CONFIG = config_flags.DEFINE_config_file(CONFIG_FLAG, None, configs.help_text())
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run",

@@ -18,11 +18,11 @@ from ml_collections import config_flags
 
 from robust_ssl import cli, configs
 
-# robust_ssl.cli resolves a config name given to this flag into its file.
+# robust_ssl.cli resolves a config name given to this flag into its file. No
+# default file here: ml_collections would load it now, and the configs import
+# TensorFlow; robust_ssl.cli gives the default config where none is named.
 CONFIG_FLAG = configs.FLAG
-_CONFIG = config_flags.DEFINE_config_file(
-    CONFIG_FLAG, configs.path(configs.DEFAULT), configs.help_text("Base experiment config")
-)
+_CONFIG = config_flags.DEFINE_config_file(CONFIG_FLAG, None, configs.help_text("Base experiment config"))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the search; an existing search there resumes.")
 _TUNER = flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"], "keras-tuner oracle.")
 _MAX_TRIALS = flags.DEFINE_integer("max_trials", 10, "Total number of trials, counting earlier sessions.")
