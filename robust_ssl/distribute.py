@@ -49,21 +49,60 @@ def make_strategy(kind="none", devices=""):
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("distribute=multi_worker needs the TF_CONFIG environment variable (see README)")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+        parse_tf_config()  # one that does not parse is named here, not deep inside TensorFlow
         return _multi_worker_strategy()
     raise ConfigError(f"distribute must be one of {STRATEGIES}; got {kind!r}")
 
 
+def parse_tf_config(text=None):
+    """TF_CONFIG, parsed: the one place its JSON is read.
+
+    Args:
+      text: TF_CONFIG's JSON text (default: the environment variable).
+
+    Returns:
+      The parsed object (its "cluster" and "task"); {} where TF_CONFIG is unset.
+
+    Raises:
+      ConfigError: text that is not JSON, or JSON that is not an object.
+    """
+    text = os.environ.get("TF_CONFIG", "") if text is None else text
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"TF_CONFIG is not a JSON object: {text[:80]}")
+    return parsed
+
+
 def check_batch_sizes(strategy, batch_size, meta_batch_size=None):
-    """Raises ConfigError unless the batch sizes divide by the replica count."""
-    replicas = strategy.num_replicas_in_sync
+    """Raises ConfigError unless the batch sizes divide by the strategy's replica count.
+
+    Args:
+      strategy: a `tf.distribute.Strategy` (its `num_replicas_in_sync`).
+      batch_size: the global training batch.
+      meta_batch_size: the meta step's batch (None: no meta step).
+    """
+    check_divisible(strategy.num_replicas_in_sync, batch_size, meta_batch_size)
+
+
+def check_divisible(replicas, batch_size, meta_batch_size=None, kind=None):
+    """Raises ConfigError unless the batch sizes divide by `replicas`: the one rule, before and after the strategy.
+
+    Args:
+      replicas: the replica count (built, or expected by `robust_ssl.preflight`).
+      batch_size: the global training batch.
+      meta_batch_size: the meta step's batch (None: no meta step).
+      kind: `config.distribute`, named in the message where given.
+    """
+    of = f" of distribute={kind}" if kind else ""
     for name, size in (("train.batch_size", batch_size), ("automl.meta_batch_size", meta_batch_size)):
         if size is not None and size % replicas:
             raise ConfigError(
-                f"{name}={size} does not divide by the {replicas} replicas; use a multiple of {replicas}"
+                f"{name}={size} does not divide by the {replicas} replicas{of}; use a multiple of {replicas}"
             )
 
 
@@ -121,10 +160,9 @@ def lost_worker(error, tf_config=None):
     """
     import re
 
-    text = tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "")
     try:
-        parsed = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+        parsed = parse_tf_config(tf_config)
+    except ConfigError:  # naming the worker is a courtesy: the error is reported without it
         parsed = {}
     cluster, me = parsed.get("cluster", {}), parsed.get("task", {})
     mine = (me.get("type"), me.get("index"))

@@ -10,10 +10,9 @@ images and builds no strategy, so it is cheap and safe before
 and in `robust-ssl train --dry_run`.
 """
 
-import json
 import os
 
-from robust_ssl import config_utils
+from robust_ssl import config_utils, distribute
 from robust_ssl.errors import ConfigError, UserError
 
 
@@ -153,15 +152,9 @@ def cluster_workers(tf_config=None):
       A list, chief first; [] without TF_CONFIG or a cluster.
 
     Raises:
-      ConfigError: TF_CONFIG that is not valid JSON.
+      ConfigError: TF_CONFIG that is not a JSON object (`distribute.parse_tf_config`).
     """
-    text = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
-    if not text:
-        return []
-    try:
-        cluster = json.loads(text).get("cluster", {})
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+    cluster = distribute.parse_tf_config(tf_config).get("cluster", {})
     return [
         (kind, index, address)
         for kind in ("chief", "worker")
@@ -191,21 +184,15 @@ def expected_replicas(kind, devices=""):
 
 
 def check_batches(config, replicas):
-    """Raises ConfigError unless the batch sizes divide by `replicas`.
+    """Raises ConfigError unless the batch sizes divide by `replicas` and one batch fits the data.
 
     Args:
       config: the experiment ConfigDict.
       replicas: the replica count (`expected_replicas`).
     """
-    sizes = [("train.batch_size", config.train.batch_size)]
-    if config.automl.enabled:
-        sizes.append(("automl.meta_batch_size", config.automl.meta_batch_size))
-    for name, size in sizes:
-        if size % replicas:
-            raise ConfigError(
-                f"{name}={size} does not divide by the {replicas} replicas of "
-                f"distribute={config.get('distribute', 'none')}; use a multiple of {replicas}"
-            )
+    meta_batch_size = config.automl.meta_batch_size if config.automl.enabled else None
+    kind = config.get("distribute", "none")
+    distribute.check_divisible(replicas, config.train.batch_size, meta_batch_size, kind=kind)
     source = config.data.get("source")
     if source == "synthetic" and config.data.num_train < config.train.batch_size:
         raise ConfigError(
