@@ -129,6 +129,9 @@ def validate(config):
             raise ConfigError("automl.meta_every and meta_batch_size must be >= 1, warmup_epochs >= 0")
         if automl.meta_lr <= 0:
             raise ConfigError(f"automl.meta_lr must be > 0; got {automl.meta_lr}")
+        from robust_ssl.weighting import check_config
+
+        check_config(config)  # automl.method, its options, the λ it starts from
         if automl.validation.source == "corrupted_holdout":
             from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, SEVERITIES
 

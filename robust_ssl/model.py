@@ -17,6 +17,7 @@ forwards and the lookahead run through `stateless_call` and drop their updates.
 import functools
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from robust_ssl import networks, steps
@@ -24,6 +25,7 @@ from robust_ssl.errors import ConfigError
 from robust_ssl.networks import backbone_spec, build_backbone, linear_head
 from robust_ssl.tasks import Forward, make_tasks
 from robust_ssl.tasks.base import flatten_views, sparse_ce
+from robust_ssl.weighting import make_method
 
 META_MODES = ("fast", "naive")
 ALPHA_MODES = ("multiplier", "lr")
@@ -67,9 +69,14 @@ class RobustSSLModel(keras.Model):
       lambdas: initial λ, one float for every task or one per task.
       weight_decay: coupled L2 factor added to every network gradient (PyTorch
         SGD's `weight_decay`, which the paper and reference code use).
-      automl: learn λ by the lookahead meta-gradient after `meta_start_step`.
-      meta_mode: "fast" (exact, first-order; docs/design.md) or "naive"
-        (Algorithm 1 literally: double backprop and recompute).
+      automl: learn λ after `meta_start_step` with the method `weighting`.
+      weighting: how λ is learned (`robust_ssl.weighting.METHODS`):
+        "lookahead" (the paper's meta-gradient, the default), "uncertainty",
+        "gradnorm" or "auto_lambda" (docs/weighting.md).
+      weighting_options: dict of that method's options (its defaults for the rest).
+      meta_mode: the lookahead's computation: "fast" (exact, first-order;
+        docs/design.md) or "naive" (Algorithm 1 literally: double backprop
+        and recompute); also the validation forward of "auto_lambda".
       meta_every: take a meta step every k-th training step.
       meta_start_step: first step of meta updates (warm-up epochs × steps).
       alpha_mode: lookahead step α = "multiplier" (lr / base lr, as the
@@ -91,6 +98,8 @@ class RobustSSLModel(keras.Model):
         lambdas=0.5,
         weight_decay=5e-4,
         automl=False,
+        weighting="lookahead",
+        weighting_options=None,
         meta_mode="fast",
         meta_every=1,
         meta_start_step=0,
@@ -119,6 +128,10 @@ class RobustSSLModel(keras.Model):
         for task in self.tasks:
             task.check_image_shape(self.image_shape)
         self.initial_lambdas = self._initial_lambdas(lambdas)
+        # The method holds its options only (out of Keras' tracking); its state
+        # lives in model variables (`weighting_state`), saved with the weights.
+        object.__setattr__(self, "weighting", make_method(weighting, weighting_options))
+        object.__setattr__(self, "weighting_state", {})
         self.weight_decay = float(weight_decay)
         self.automl = bool(automl)
         self.meta_mode = meta_mode
@@ -142,13 +155,18 @@ class RobustSSLModel(keras.Model):
         # the meta optimiser, never for the main optimiser (see `network_variables`).
         self.lambdas = self.add_weight(
             shape=(len(self.tasks),),
-            initializer=keras.initializers.Constant(self.initial_lambdas),
+            # A float64 array: a list would pass through float32 on its way to a
+            # float64 variable (float32 variables get the same values either way).
+            initializer=keras.initializers.Constant(np.asarray(self.initial_lambdas, np.float64)),
             trainable=self.automl,
             # λ stays non-negative: the meta optimiser applies the constraint
             # after each update (the reference code clamps after each meta step).
             constraint=keras.constraints.NonNeg(),
             name="lambdas",
         )
+        if self.automl:
+            self.weighting.check_lambdas(self.task_names, self.initial_lambdas)
+            self.weighting.create_state(self)
         self.meta_optimizer = None
         self.sync_batch_norm = bool(sync_batch_norm)
         if self.sync_batch_norm:
@@ -205,6 +223,11 @@ class RobustSSLModel(keras.Model):
     def network_variables(self):
         """All weights the main optimiser trains (everything but λ)."""
         return self.psi_variables + [v for head in self.task_heads for v in head.trainable_variables]
+
+    @property
+    def meta_variables(self):
+        """What the meta optimiser trains: λ, or the weighting method's own parameters (e.g. log-variances)."""
+        return self.weighting.meta_variables(self) if self.automl else [self.lambdas]
 
     def lambda_values(self):
         """Returns the current λ as a dict task name -> float."""
@@ -270,7 +293,7 @@ class RobustSSLModel(keras.Model):
         # not build the main one over λ as well.
         self.optimizer.build(self.network_variables)
         self.meta_optimizer = meta_optimizer or keras.optimizers.SGD(0.01)
-        self.meta_optimizer.build([self.lambdas])
+        self.meta_optimizer.build(self.meta_variables)
 
     def fit(self, *args, verbose="auto", **kwargs):
         """`keras.Model.fit`, with verbose="auto" resolved by `robust_ssl._quiet.keras_verbose`.
@@ -467,6 +490,8 @@ class RobustSSLModel(keras.Model):
             lambdas=self.initial_lambdas,
             weight_decay=self.weight_decay,
             automl=self.automl,
+            weighting=self.weighting.name,
+            weighting_options=dict(self.weighting.options),
             meta_mode=self.meta_mode,
             meta_every=self.meta_every,
             meta_start_step=self.meta_start_step,

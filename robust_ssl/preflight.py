@@ -256,7 +256,9 @@ def summary(config, workdir, name=None, overrides=()):
         lines.append("tasks: none (the baseline: the main classifier alone)")
     if automl.enabled:
         lines.append(
-            f"AutoML: on, λ learned ({automl.mode}, after {plural(automl.warmup_epochs, 'warm-up epoch')}; "
+            f"AutoML: on, λ learned ({automl.get('method', 'lookahead')}"
+            f"{', ' + automl.mode if automl.get('method', 'lookahead') == 'lookahead' else ''}, "
+            f"after {plural(automl.warmup_epochs, 'warm-up epoch')}; "
             f"meta-validation {automl.validation.source})"
         )
     else:

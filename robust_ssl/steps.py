@@ -1,14 +1,21 @@
 """The training steps, as functions of a `RobustSSLModel` and a batch.
 
-Three kinds of step, chosen on the host before each step (`step_kind`), never
+Two kinds of step, chosen on the host before each step (`step_kind`), never
 inside the graph:
 - "fixed": minimise L_main + Σ λ_i L_i with the current λ;
-- "meta" with `model.meta_mode == "fast"`: per-task gradients from one
-  forward, the exact first-order hypergradient (`robust_ssl.meta`), a λ
-  update, then the weight update reusing the per-task gradients with the new
-  λ;
-- "meta" with `meta_mode == "naive"`: Algorithm 1 literally (double backprop
-  through the inner gradient, then the loss recomputed with the new λ).
+- "meta": a step of the model's task-weighting method (`model.weighting`,
+  `config.automl.method`, see `robust_ssl.weighting`), which updates λ and
+  hands back the network gradients. The default, the lookahead
+  (`robust_ssl.weighting.lookahead`), runs with `model.meta_mode == "fast"`:
+  per-task gradients from one forward, the exact first-order hypergradient
+  (`robust_ssl.meta`), a λ update, then the weight update reusing the
+  per-task gradients with the new λ; with `meta_mode == "naive"`: Algorithm 1
+  literally (double backprop through the inner gradient, then the loss
+  recomputed with the new λ).
+
+This module holds what the methods share: the per-task gradients, the
+lookahead's validation loss as a function of ψ, the λ update, the weight
+update from per-task gradients.
 
 Replicas. Under a `tf.distribute` strategy every function here runs once per
 replica on its share of the batch. `Replicas` holds the only scaling rules:
@@ -131,7 +138,7 @@ def check_finite(model, values, names, what):
         )
 
 
-def _after(tensors, dependencies):
+def after(tensors, dependencies):
     """The same tensors, computed only once `dependencies` have run.
 
     Makes explicit that the weight update follows the lookahead: the main
@@ -219,52 +226,41 @@ def meta_loss_fn(model, batch):
     return meta_loss
 
 
-def local_hypergradient(model, batch, main_grads, psi_task_grads):
-    """This replica's share of ∂L_meta/∂λ from the all-reduced task gradients."""
-    return meta.hypergradient(
-        meta_loss_fn(model, batch),
-        [v.value for v in model.psi_variables],
-        main_grads,
-        psi_task_grads,
-        tf.convert_to_tensor(model.lambdas),
-        alpha(model),
-    )
-
-
-def fast_hypergradient(model, batch, main_grads, psi_task_grads):
-    """∂L_meta/∂λ (all replicas) and this replica's meta loss, first-order and exact."""
-    d_lambda, meta_loss = compiled(model, local_hypergradient)(batch, main_grads, psi_task_grads)
-    return Replicas.all_reduce(d_lambda), meta_loss
-
-
-def lookahead_meta_loss(model, batch, lambdas, update_stats):
-    """L_meta at ψ' = ψ − α ∇_ψ L_λ, differentiable in `lambdas` (second order)."""
-    psi = model.psi_variables
-    with tf.GradientTape() as inner:
-        losses, _ = model.task_losses(batch, update_stats=update_stats)
-        total = weighted_loss(losses, lambdas)
-    psi_grads = Replicas.all_reduce(inner.gradient(total, psi))
-    new_psi = meta.lookahead([v.value for v in psi], psi_grads, alpha(model))
-    return meta_loss_fn(model, batch)(new_psi)
-
-
-def naive_hypergradient(model, batch, lambdas, update_stats=True):
-    """Algorithm 1 literally: backprop through the inner gradient (second order).
-
-    Never XLA-compiled: its all-reduce sits inside the outer tape.
-    """
-    lambdas = tf.convert_to_tensor(lambdas)
-    with tf.GradientTape() as outer:
-        outer.watch(lambdas)
-        meta_loss = lookahead_meta_loss(model, batch, lambdas, update_stats)
-    d_lambda = outer.gradient(meta_loss, lambdas)
-    return Replicas.all_reduce(d_lambda), meta_loss
-
-
 def apply_lambda_gradient(model, d_lambda):
     """One meta-optimiser step on λ (clamped at 0 by its NonNeg constraint)."""
     check_finite(model, [d_lambda], ["lambdas"], "λ gradient")
     model.meta_optimizer.apply(Replicas.share([d_lambda]), [model.lambdas])
+    return tf.convert_to_tensor(model.lambdas)
+
+
+def weighted_gradients(main_grads, psi_task_grads, head_task_grads, lambdas):
+    """This replica's share of ∇ L_λ over the network weights, from all-reduced per-task gradients.
+
+    Args:
+      main_grads: ∂L_main/∂ψ (all replicas).
+      psi_task_grads: per task, ∂L_i/∂ψ (None where a task does not reach).
+      head_task_grads: per task, ∂L_i over its own head's weights.
+      lambdas: [k] the λ to weight them with.
+
+    Returns:
+      Gradients over `model.network_variables` (ψ, then the heads; None = zero),
+      each divided by the replica count (the optimiser sums the replicas').
+    """
+    psi_grads = meta.combine_gradients(main_grads, psi_task_grads, lambdas)
+    head_grads = [
+        None if g is None else lambdas[i] * g for i, grads in enumerate(head_task_grads) for g in grads
+    ]
+    return Replicas.share(psi_grads + head_grads)
+
+
+def assign_lambdas(model, values):
+    """Sets λ to `values` (identical on every replica) and returns them.
+
+    For methods that set λ outside the meta optimiser (a renormalisation, a
+    reparametrisation). Each replica writes its own copy of the mirrored
+    variable with the same all-reduced value.
+    """
+    model.lambdas.assign(values)
     return tf.convert_to_tensor(model.lambdas)
 
 
@@ -273,32 +269,6 @@ def fixed_step(model, batch):
     """Returns (this replica's gradients, losses, logits, meta loss 0)."""
     grads, losses, logits = compiled(model, fixed_gradients)(batch)
     return grads, losses, logits, tf.zeros([], model.lambdas.dtype)
-
-
-def fast_meta_step(model, batch):
-    """Per-task gradients, exact hypergradient, λ update, weights with the new λ."""
-    losses, logits, main_grads, psi_task_grads, head_task_grads = per_task_gradients(model, batch)
-    d_lambda, meta_loss = fast_hypergradient(model, batch, main_grads, psi_task_grads)
-    new_lambdas = apply_lambda_gradient(model, d_lambda)
-    # The final update reuses the per-task gradients with the new λ: the same
-    # numbers Algorithm 1 gets by recomputing the loss.
-    psi_grads = meta.combine_gradients(main_grads, psi_task_grads, new_lambdas)
-    head_grads = [
-        None if g is None else new_lambdas[i] * g for i, grads in enumerate(head_task_grads) for g in grads
-    ]
-    grads = Replicas.share(psi_grads + head_grads)
-    return _after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
-
-
-def naive_meta_step(model, batch):
-    """Algorithm 1: second-order hypergradient, λ update, loss recomputed with the new λ."""
-    d_lambda, meta_loss = naive_hypergradient(model, batch, model.lambdas)
-    new_lambdas = apply_lambda_gradient(model, d_lambda)
-    with tf.GradientTape() as tape:
-        losses, logits = model.task_losses(batch, update_stats=False)
-        total = weighted_loss(losses, new_lambdas)
-    grads = tape.gradient(total, model.network_variables)
-    return _after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss
 
 
 def train_step(model, batch, kind):
@@ -312,10 +282,7 @@ def train_step(model, batch, kind):
     Returns:
       A dict of metric results.
     """
-    if kind == META:
-        step = fast_meta_step if model.meta_mode == "fast" else naive_meta_step
-    else:
-        step = fixed_step
+    step = model.weighting.meta_step if kind == META else fixed_step
     grads, losses, logits, meta_loss = step(model, batch)
     variables = model.network_variables
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
@@ -331,7 +298,9 @@ def train_step(model, batch, kind):
 
 
 def lambda_gradient(model, batch, mode="fast"):
-    """∂L_meta/∂λ at the current weights and λ, changing nothing.
+    """The lookahead's ∂L_meta/∂λ at the current weights and λ, changing nothing.
+
+    Whatever `model.weighting` is (`robust_ssl.weighting.lookahead` computes it).
 
     Args:
       model: the `RobustSSLModel`.
@@ -341,10 +310,12 @@ def lambda_gradient(model, batch, mode="fast"):
     Returns:
       (d_lambda [k], meta_loss scalar).
     """
+    from robust_ssl.weighting import lookahead
+
     if mode == "fast":
         _, _, main_grads, psi_task_grads, _ = per_task_gradients(model, batch, update_stats=False)
-        return fast_hypergradient(model, batch, main_grads, psi_task_grads)
-    return naive_hypergradient(model, batch, model.lambdas, update_stats=False)
+        return lookahead.fast_hypergradient(model, batch, main_grads, psi_task_grads)
+    return lookahead.naive_hypergradient(model, batch, model.lambdas, update_stats=False)
 
 
 def meta_objective(model, batch, lambdas):
@@ -360,5 +331,7 @@ def meta_objective(model, batch, lambdas):
     Returns:
       The scalar meta loss.
     """
+    from robust_ssl.weighting import lookahead
+
     lambdas = tf.convert_to_tensor(lambdas, model.lambdas.dtype)
-    return lookahead_meta_loss(model, batch, lambdas, update_stats=False)
+    return lookahead.lookahead_meta_loss(model, batch, lambdas, update_stats=False)

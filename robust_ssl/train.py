@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
-from robust_ssl import config_utils, distribute, loop, preflight, rundir
+from robust_ssl import config_utils, distribute, loop, preflight, rundir, weighting
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.model import RobustSSLModel
@@ -281,6 +281,7 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None):
     schedule = keras.optimizers.schedules.CosineDecay(
         train.learning_rate, decay_steps=total_steps, alpha=train.min_learning_rate / train.learning_rate
     )
+    method = config.automl.get("method", weighting.DEFAULT_METHOD)  # how λ is learned
     model = RobustSSLModel(
         num_classes=num_classes,
         backbone=config_utils.backbone(config),
@@ -290,6 +291,8 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None):
         lambdas=config_utils.task_lambdas(config),
         weight_decay=train.weight_decay,
         automl=config.automl.enabled,
+        weighting=method,
+        weighting_options=weighting.method_options(config.automl, method),
         meta_mode=config.automl.mode,
         meta_every=config.automl.meta_every,
         meta_start_step=config.automl.warmup_epochs * steps_per_epoch,
@@ -563,6 +566,7 @@ def train_and_evaluate(config, workdir):
             "test_accuracy": float(evaluation["accuracy"]),
             "test_loss": float(evaluation["loss"]),
             "lambdas": model.lambda_values(),
+            "weighting": model.weighting.name if model.automl else "fixed",  # how λ was learned
             "tasks": list(model.task_names),
             "epochs": int(config.train.epochs),
             "steps": steps,

@@ -8,6 +8,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from robust_ssl.tasks import TASKS
+from robust_ssl.weighting import METHODS
 
 
 def get_config():
@@ -108,7 +109,16 @@ def get_config():
 
     config.automl = ml_collections.ConfigDict()
     config.automl.enabled = False
-    config.automl.mode = "fast"  # "fast" (exact first-order) | "naive" (Algorithm 1 literally)
+    # How λ is learned (docs/weighting.md): "lookahead" (the paper's meta-gradient)
+    # | "uncertainty" (Kendall et al. 2018) | "gradnorm" (Chen et al. 2018)
+    # | "auto_lambda" (the lookahead by Liu et al. 2022's finite difference).
+    # Warm-up, meta_every, meta_lr and meta_optimizer apply to every method.
+    config.automl.method = "lookahead"
+    # Each method's options, e.g. --config.automl.method_options.gradnorm.alpha=1.5
+    config.automl.method_options = ml_collections.ConfigDict(
+        {name: dict(method.DEFAULT_OPTIONS) for name, method in METHODS.items()}
+    )
+    config.automl.mode = "fast"  # lookahead: "fast" (exact first-order) | "naive" (Algorithm 1 literally)
     config.automl.warmup_epochs = 5  # τ: fixed λ before the first meta step
     config.automl.meta_every = 1  # meta step every k-th training step
     config.automl.meta_lr = 0.01  # β
