@@ -47,6 +47,7 @@ import itertools
 import json
 import math
 import os
+import re
 
 from robust_ssl.checkpoints import KERAS_SUFFIX, latest_checkpoint
 from robust_ssl.checkpoints import checkpoint_epoch as checkpoint_epoch
@@ -125,6 +126,50 @@ def atomic_path(path, suffix=""):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(directory, recursive=False):
+    """Removes the temporary files of `atomic_path` that a killed process left in `directory`.
+
+    A process killed inside a write (SIGKILL, a power cut) leaves its hidden
+    temporary file (`.<name>.<pid>-<n>.tmp…`) beside the target, which is
+    whole (the previous version). A temporary file of a process that still
+    runs on this host is left alone.
+
+    Args:
+      directory: where to look (nothing happens when it does not exist).
+      recursive: look in its subdirectories too.
+
+    Returns:
+      The paths removed.
+    """
+    removed = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            match = _TEMPORARY.match(name)
+            if match and not _process_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(root, name))
+                    removed.append(os.path.join(root, name))
+        if not recursive:
+            break
+    return removed
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-\d+\.tmp")
+
+
+def _process_alive(pid):
+    """Whether a process of this host has the id `pid`."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _sync_directory(directory):

@@ -16,6 +16,8 @@ The parts:
   metrics.py      per cell, over cells (CE/mCE), against a baseline
   progress.py     the progress over the cells
   scoring.py      the scoring loop (`evaluate_robustness`)
+  partial.py      the finished cells, kept as they finish (a killed
+                  evaluation, run again, scores only the others)
 
 The names callers used from this module before it was cut (`leak_guard`,
 `summarize`, `make_predictor`, `evaluate_robustness`, …) are importable from
@@ -30,7 +32,7 @@ import numpy as np
 from robust_ssl import rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
-from robust_ssl.robustness import reports
+from robust_ssl.robustness import partial, reports
 from robust_ssl.robustness.leak_guard import assumption, is_cifar10_test, leak_guard
 from robust_ssl.robustness.loading import GENERATE, even_subset, load_saved_model, make_predictor, source_kind
 from robust_ssl.robustness.metrics import adaptation_summary as adaptation_summary
@@ -69,8 +71,10 @@ class EvaluationSpec:
       adapt: test-time adaptation modes to compare, or None.
       adapt_settings: `adaptation.Settings` of those modes (None: defaults).
       overwrite: replace a report in `output_dir` that has cells (or images
-        per cell) this evaluation would not score; without it such a report
-        is refused before anything is scored (`check_replaced_report`).
+        per cell) this evaluation would not score, or discard the finished
+        cells of an interrupted evaluation with other settings; without it
+        either is refused before anything is scored
+        (`check_replaced_report`, `partial.PartialResults`).
     """
 
     source: str
@@ -178,6 +182,11 @@ def _clean_test_set(config):
 def evaluate(spec, log=print):
     """What `robust-ssl evaluate` does: load a run's model, score it, write reports.
 
+    Every finished cell is kept in <output_dir>/robustness_partial.json as it
+    finishes (`partial.PartialResults`): run again after a kill, the same
+    evaluation reuses those cells, scores the others and writes the reports
+    an uninterrupted one writes; the file goes once the reports are written.
+
     Args:
       spec: an `EvaluationSpec`.
       log: function for one-line notes (warnings, outputs).
@@ -209,11 +218,14 @@ def evaluate(spec, log=print):
     if not spec.overwrite:
         check_replaced_report(output_dir, spec.corruptions, spec.severities, spec.max_images)
 
+    model_name = spec.saved_model or rundir.model_path(spec.checkpoint or spec.workdir)
+    # Before the model loads: partial results of other settings are refused at once.
+    cells = partial.PartialResults(
+        output_dir, _cell_identity(spec, model_name, record, config), spec.overwrite, log
+    )
     if spec.saved_model:
         model = make_predictor(load_saved_model(spec.saved_model), spec.batch_size)
-        model_name = spec.saved_model
     else:
-        model_name = rundir.model_path(spec.checkpoint or spec.workdir)
         model = rundir.load_model(model_name, robust_ssl_only=False)
     if spec.adapt is not None:
         # Refuse a mode the model cannot serve, early.
@@ -253,6 +265,8 @@ def evaluate(spec, log=print):
         progress=spec.progress,
         adapt=spec.adapt,
         adapt_settings=spec.adapt_settings,
+        partial=cells,
+        log=log,
     )
     result["settings"]["model"] = os.path.abspath(model_name)
     if spec.baseline:
@@ -269,7 +283,28 @@ def evaluate(spec, log=print):
         labels=(name, base_name),
         title=f"Robustness of {name}",
     )
+    cells.finish()
     return result, paths
+
+
+def _cell_identity(spec, model_name, record, config):
+    """`partial.identity` of this evaluation: the settings that define a cell's score."""
+    adapt_settings = None
+    if spec.adapt is not None:
+        from robust_ssl.robustness import adaptation
+
+        adapt_settings = dataclasses.asdict(spec.adapt_settings or adaptation.Settings())
+    return partial.identity(
+        model_name,
+        spec.source,
+        spec.max_images,
+        spec.seed,
+        spec.batch_size,
+        adapt_settings,
+        record,
+        spec.include_meta_images,
+        config.data.to_dict() if config is not None else None,
+    )
 
 
 def evaluate_run(cifar10c_source, log=print, **fields):

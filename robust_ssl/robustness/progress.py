@@ -13,7 +13,9 @@ class CellProgress:
     accuracy over the corruption cells so far (of every adaptation mode), the
     last cell and the time left. Elsewhere (a log file, a pipe), one line per
     corruption once its last severity is scored, and no `\\r`. The clean
-    accuracy is shown on its own and left out of the mean.
+    accuracy is shown on its own and left out of the mean. Cells reused from
+    an interrupted evaluation count as done but not in the time left, which
+    is estimated from the cells scored in this session.
 
     Args:
       total: number of updates expected (the cells, plus one for the clean set).
@@ -27,6 +29,7 @@ class CellProgress:
         self._stream = stream
         self.interactive = self._isatty() if interactive is None else bool(interactive)
         self.done = 0
+        self.reused = 0
         self.clean = {}
         self.sums = {}
         self.counts = {}
@@ -57,27 +60,37 @@ class CellProgress:
 
     def _elapsed(self):
         elapsed = time.time() - self._start
-        if not self.done or self.done >= self.total:
+        scored = self.done - self.reused
+        if not scored or self.done >= self.total:
             return f"{elapsed:.0f}s"
-        left = elapsed / self.done * (self.total - self.done)
+        left = elapsed / scored * (self.total - self.done)
         return f"{elapsed:.0f}s, ~{left:.0f}s left"
 
     def _write(self, text, end="\n"):
         self.stream.write(text + end)
         self.stream.flush()
 
-    def add_clean(self, accuracies):
-        """The clean set scored: {mode: accuracy}."""
+    def add_clean(self, accuracies, reused=False):
+        """The clean set scored: {mode: accuracy}; `reused` from an interrupted evaluation."""
         self.done += 1
+        self.reused += bool(reused)
         self.clean = dict(accuracies)
         shown = ", ".join(f"{m} {100 * a:.1f}%" for m, a in self.clean.items())
         if len(self.clean) == 1:
             shown = f"{100 * next(iter(self.clean.values())):.1f}%"
         self._show(f"clean accuracy {shown}", line=True)
 
-    def add_cell(self, corruption, severity, accuracies, last_of_corruption):
-        """One cell scored: {mode: accuracy}; `last_of_corruption` after its last severity."""
+    def add_cell(self, corruption, severity, accuracies, last_of_corruption, reused=False):
+        """One cell scored: {mode: accuracy}; `last_of_corruption` after its last severity.
+
+        Args:
+          corruption, severity: the cell.
+          accuracies: {mode: accuracy}.
+          last_of_corruption: the corruption's last severity.
+          reused: the cell was scored by an interrupted evaluation, not now.
+        """
         self.done += 1
+        self.reused += bool(reused)
         for mode, accuracy in accuracies.items():
             self.sums[mode] = self.sums.get(mode, 0.0) + float(accuracy)
             self.counts[mode] = self.counts.get(mode, 0) + 1

@@ -36,6 +36,7 @@ from robust_ssl.robustness.loading import (
     source_kind,
 )
 from robust_ssl.robustness.metrics import adaptation_summary, cell_metrics, summarize
+from robust_ssl.robustness.partial import CLEAN
 from robust_ssl.robustness.progress import CellProgress
 
 
@@ -55,6 +56,8 @@ def evaluate_robustness(
     progress=True,
     adapt=None,
     adapt_settings=None,
+    partial=None,
+    log=print,
 ):
     """Scores a classifier on CIFAR-10-C (real or generated), cell by cell.
 
@@ -83,6 +86,10 @@ def evaluate_robustness(
         exactly as without adaptation. Needs a `RobustSSLModel` unless only
         "none".
       adapt_settings: `adaptation.Settings` of the modes.
+      partial: a `partial.PartialResults`: its stored cells (and clean
+        sets) are reused instead of scored, and every cell scored is stored
+        as it finishes, so that a killed evaluation resumes (None: neither).
+      log: function for one-line notes (how many cells were reused).
 
     Returns:
       A results dict: "cells" (list of per-cell dicts: corruption, severity,
@@ -111,44 +118,63 @@ def evaluate_robustness(
         raise UserError("source 'generate' needs the clean test set (clean=(images, labels))")
 
     cells = [(c, s) for c in corruptions for s in severities]
+    if partial is not None:
+        _note_reused(partial, scorers, cells, clean is not None, log)
     bar = CellProgress(len(cells) + (clean is not None)) if progress else None
     scored = {mode: {"cells": [], "clean": None, "seconds": 0.0, "images": 0} for mode in scorers}
 
-    def score(images, labels):
-        out = {}
+    def score(load, corruption, severity):
+        """{mode: metrics} of one cell; `load()` gives its (images, labels), called only if needed."""
+        out, loaded, reused = {}, None, True
         for mode, predict in scorers.items():
-            start = time.perf_counter()
-            probabilities = predict(images)
-            scored[mode]["seconds"] += time.perf_counter() - start
-            scored[mode]["images"] += len(images)
-            out[mode] = cell_metrics(probabilities, labels)
-        return out
+            stored = partial.get(mode, corruption, severity) if partial is not None else None
+            if stored is None:
+                reused = False
+                if loaded is None:
+                    loaded = load()
+                images, labels = loaded
+                start = time.perf_counter()
+                probabilities = predict(images)
+                stored = {
+                    "metrics": cell_metrics(probabilities, labels),
+                    "seconds": time.perf_counter() - start,
+                    "images": len(images),
+                }
+                if partial is not None:
+                    partial.put(mode, corruption, severity, **stored)
+            scored[mode]["seconds"] += stored["seconds"]
+            scored[mode]["images"] += stored["images"]
+            out[mode] = stored["metrics"]
+        return out, reused
+
+    def corrupted(corruption, severity):
+        if kind == GENERATE:
+            return corrupt(clean_images, corruption, severity, seed), clean_labels
+        images, labels = load_real_block(kind, source, corruption, severity, tfds_data_dir)
+        images, labels = cifar10c.split_block(images, labels, "test", exclusion.per_block)
+        if not len(images):
+            raise UserError(
+                f"no {corruption} severity {severity} images are left after leaving out the first "
+                f"{exclusion.per_block} of the block ({exclusion.note.strip('; ')}); "
+                f"pass --include_meta_images if the model's meta loss never saw them"
+            )
+        keep = even_subset(len(images), max_images)
+        return images[keep], labels[keep]
 
     if clean is not None:
-        for mode, metrics in score(clean_images, clean_labels).items():
+        out, reused = score(lambda: (clean_images, clean_labels), CLEAN, 0)
+        for mode, metrics in out.items():
             scored[mode]["clean"] = metrics
         if bar is not None:
-            bar.add_clean({mode: out["clean"]["accuracy"] for mode, out in scored.items()})
+            bar.add_clean({mode: entry["clean"]["accuracy"] for mode, entry in scored.items()}, reused)
     for index, (corruption, severity) in enumerate(cells):
-        if kind == GENERATE:
-            images, labels = corrupt(clean_images, corruption, severity, seed), clean_labels
-        else:
-            images, labels = load_real_block(kind, source, corruption, severity, tfds_data_dir)
-            images, labels = cifar10c.split_block(images, labels, "test", exclusion.per_block)
-            if not len(images):
-                raise UserError(
-                    f"no {corruption} severity {severity} images are left after leaving out the first "
-                    f"{exclusion.per_block} of the block ({exclusion.note.strip('; ')}); "
-                    f"pass --include_meta_images if the model's meta loss never saw them"
-                )
-            keep = even_subset(len(images), max_images)
-            images, labels = images[keep], labels[keep]
-        for mode, metrics in score(images, labels).items():
+        out, reused = score(lambda c=corruption, s=severity: corrupted(c, s), corruption, severity)
+        for mode, metrics in out.items():
             scored[mode]["cells"].append({"corruption": corruption, "severity": int(severity), **metrics})
         if bar is not None:
             last = index + 1 == len(cells) or cells[index + 1][0] != corruption
-            accuracies = {mode: out["cells"][-1]["accuracy"] for mode, out in scored.items()}
-            bar.add_cell(corruption, severity, accuracies, last)
+            accuracies = {mode: entry["cells"][-1]["accuracy"] for mode, entry in scored.items()}
+            bar.add_cell(corruption, severity, accuracies, last, reused)
     if bar is not None:
         bar.finish()
     first = next(iter(scored.values()))
@@ -180,6 +206,20 @@ def evaluate_robustness(
 
         result["settings"]["adaptation"] = dataclasses.asdict(adapt_settings or adaptation.Settings())
     return result
+
+
+def _note_reused(partial, scorers, cells, with_clean, log):
+    """One line saying how many cells an interrupted evaluation had scored already."""
+    keys = [(mode, c, s) for c, s in cells for mode in scorers]
+    found = partial.count(keys)
+    clean = with_clean and partial.count([(mode, CLEAN, 0) for mode in scorers]) == len(scorers)
+    if not found and not clean:
+        return
+    unit = "cells" if len(scorers) == 1 else f"cells (corruption x severity x {len(scorers)} modes)"
+    log(
+        f"resuming an interrupted evaluation: {found} of {len(keys)} {unit} reused from {partial.path}"
+        f"{' with the clean set' if clean else ''}; scoring the other {len(keys) - found}"
+    )
 
 
 def make_scorers(model, batch_size, adapt, adapt_settings):

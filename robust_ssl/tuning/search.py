@@ -6,6 +6,13 @@ learning rate) with the hypermodel of `robust_ssl.tuning.hypermodel`, keeps
 search.json's account of time current (`_Recorder`), and at the end writes the
 best trial's files (`trials`, `best_config`).
 
+Killed at any moment (SIGKILL, a power cut), the same command resumes: a
+finished trial is not run again, the trial that was running is run again
+with the same values. keras-tuner writes its state files in place; here they
+are written to a temporary file and renamed (`_atomic_keras_tuner_files`),
+so that a kill never leaves half of one, and the state of a kill between two
+of its files is mended on reload (`_mend_after_kill`).
+
 The workdir of a search holds (names: `robust_ssl.rundir`):
   keras_tuner/        keras-tuner's project (oracle.json, trial_<id>/trial.json,
                       best-epoch weights); an interrupted search resumes from it
@@ -22,10 +29,11 @@ The workdir of a search holds (names: `robust_ssl.rundir`):
 """
 
 import datetime
+import json
 import os
 import time
 
-from robust_ssl import config_utils, configs, rundir
+from robust_ssl import config_utils, configs, killpoints, rundir
 from robust_ssl.errors import ConfigError, UserError
 from robust_ssl.tasks import parse_task_names
 from robust_ssl.tuning import best_config, trials
@@ -82,6 +90,8 @@ def make_tuner(
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
     _check_tuner_dependencies(kind)
+    _atomic_keras_tuner_files()
+    _reload_an_oracle_without_its_tuner_file(workdir, overwrite)
     common = dict(
         objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
         directory=workdir,
@@ -103,7 +113,93 @@ def make_tuner(
         # max_trials check still applies, so --max_trials bounds it too.
         tuner.oracle.max_trials = int(max_trials)
     tuner.recorder = recorder
+    _mend_after_kill(tuner.oracle)
     return tuner
+
+
+# --------------------------------------------------------------------------- surviving a kill
+_TUNER_FILE = "tuner0.json"  # keras-tuner's state of the tuner (its id "tuner0" outside parallel tuning)
+
+
+def _atomic_keras_tuner_files():
+    """Makes keras-tuner write its JSON state files atomically (a temporary file, renamed).
+
+    keras-tuner writes oracle.json, trial_<id>/trial.json, tuner0.json and
+    build_config.json by opening them for writing in place: a kill inside a
+    write leaves a truncated file, and the search then no longer loads. Every
+    write goes through `keras_tuner.src.utils.save_json`, which this replaces
+    (once) by a write through `rundir.atomic_write`; remote paths (gs://…)
+    keep keras-tuner's own write.
+    """
+    try:
+        from keras_tuner.src import utils
+    except ImportError:  # another layout of keras-tuner: its own writes stay
+        return
+    original = utils.save_json
+    if getattr(original, "atomic", False):
+        return
+
+    def save_json(path, obj):
+        path = str(path)
+        if "://" in path:
+            return original(path, obj)
+        text = json.dumps(obj)
+        with rundir.atomic_write(path) as f:
+            f.write(text)
+            f.flush()
+            killpoints.reached(f"tune.{os.path.basename(path)}")
+        return text
+
+    save_json.atomic = True
+    utils.save_json = save_json
+
+
+def _reload_an_oracle_without_its_tuner_file(workdir, overwrite):
+    """Lets keras-tuner reload a project whose tuner0.json the kill came before.
+
+    keras-tuner reloads a project only when tuner0.json exists, and writes it
+    after oracle.json at the end of a trial: killed between the two, the
+    search would start afresh and run the finished trial again. tuner0.json
+    holds a tuner's state, an empty dict for keras-tuner's tuners.
+    """
+    project = os.path.join(workdir, rundir.TUNER_PROJECT)
+    if overwrite or not os.path.isfile(os.path.join(project, "oracle.json")):
+        return
+    if not os.path.exists(os.path.join(project, _TUNER_FILE)):
+        rundir.write_json(os.path.join(project, _TUNER_FILE), {})
+
+
+def _mend_after_kill(oracle):
+    """Mends a reloaded oracle whose kill fell between its trial file and oracle.json.
+
+    keras-tuner saves a trial's trial.json, then oracle.json. Killed between them:
+
+    - when a trial starts, the trial's file exists but the oracle never
+      recorded its start: the trial is forgotten, and the oracle creates it
+      again (same id, and with a random oracle the same values);
+    - when a trial ends, its file says COMPLETED but the oracle still has it
+      running and would run it again: its end is recorded as the oracle
+      records it (`Oracle.end_trial`), and it is not run again.
+
+    Args:
+      oracle: a keras-tuner oracle, just reloaded.
+    """
+    changed = False
+    for trial_id in [t for t in oracle.trials if t not in oracle.start_order]:
+        del oracle.trials[trial_id]
+        changed = True
+    for trial_id in list(oracle._retry_queue):
+        trial = oracle.trials.get(trial_id)
+        if trial is None or trial.status != "COMPLETED" or trial_id in oracle.end_order:
+            continue
+        oracle._retry_queue.remove(trial_id)
+        oracle.update_space(trial.hyperparameters)
+        oracle._record_values(trial)
+        oracle._run_times[trial_id] += 1
+        oracle.end_order.append(trial_id)
+        changed = True
+    if changed:
+        oracle.save()
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -187,6 +283,7 @@ def _recorded(base):
             super().on_trial_end(trial)
             if self.recorder is not None:
                 self.recorder.trial_end(trial.trial_id)
+            killpoints.reached("tune.trial_end")
 
     Recorded.__name__ = Recorded.__qualname__ = base.__name__
     return Recorded
@@ -265,6 +362,9 @@ def search(
             raise ConfigError(f"{name} must be >= 0; got {value}")
     config_file = config_file or configs.DEFAULT
     os.makedirs(workdir, exist_ok=True)
+    # A search killed inside a write left a temporary copy beside a whole file.
+    rundir.remove_stale_temporaries(workdir)
+    rundir.remove_stale_temporaries(os.path.join(workdir, rundir.TUNER_PROJECT), recursive=True)
     search_path = os.path.join(workdir, rundir.SEARCH)
     if overwrite and os.path.exists(search_path):
         os.remove(search_path)

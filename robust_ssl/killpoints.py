@@ -1,0 +1,57 @@
+"""Named points where a test can kill the process, to prove that a command resumes from anywhere.
+
+The resumption tests (tests/test_chaos.py) start a command with
+
+  ROBUST_SSL_KILL_AT=<point>:<n>
+
+and the n-th time the process passes `reached(<point>)` it sends itself
+SIGKILL: no handler, no `finally`, no flush, exactly what a power cut or the
+kernel's out-of-memory killer leaves behind. Points sit where a kill is the
+hardest to survive, e.g. after a file's temporary copy is written and before
+it is renamed into place. With
+
+  ROBUST_SSL_KILL_TRACE=<file>
+
+every pass is appended to <file>, one point name a line, so that a test can
+list the moments of an uninterrupted run and draw the ones to kill at. Unset
+(always, outside the tests), `reached` only reads the environment.
+
+Points:
+
+  evaluate.cell        a CIFAR-10-C cell's result is in the partial results file
+  evaluate.cell_write  the partial results file's new version is written, not yet renamed
+  evaluate.reports     every report is written, the partial results file not yet removed
+  tune.<file>          a keras-tuner state file (tune.oracle.json, tune.trial.json,
+                       tune.tuner0.json, tune.build_config.json) is written, not yet renamed
+  tune.trial_end       a trial has ended and keras-tuner has recorded it
+  study.run            a run of the study is trained and scored
+"""
+
+import collections
+import os
+import signal
+
+ENV = "ROBUST_SSL_KILL_AT"
+TRACE = "ROBUST_SSL_KILL_TRACE"
+
+_passes = collections.Counter()
+
+
+def reached(point):
+    """Counts a pass through `point`; SIGKILLs this process on the pass ROBUST_SSL_KILL_AT names.
+
+    Args:
+      point: the point's name (see the module docstring).
+    """
+    spec, trace = os.environ.get(ENV), os.environ.get(TRACE)
+    if not spec and not trace:
+        return
+    _passes[point] += 1
+    if trace:
+        with open(trace, "a") as f:
+            f.write(point + "\n")
+    if not spec:
+        return
+    name, _, count = spec.rpartition(":")
+    if name == point and count.isdigit() and _passes[point] == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,274 @@
+"""Commands killed with SIGKILL mid-way and run again: they end as if never interrupted.
+
+A kill is either a test hook (`ROBUST_SSL_KILL_AT=<point>:<n>`, see
+robust_ssl/killpoints.py: the process SIGKILLs itself the n-th time it
+passes a named point, e.g. between writing a file's temporary copy and
+renaming it), or the test's own SIGKILL when a file shows the moment it
+waits for. Nothing runs after a SIGKILL: no handler, no `finally`.
+
+- `robust-ssl evaluate`: killed after some cells, inside the write of the
+  partial results, and after the reports but before the partial results are
+  removed; the final robustness.json and robustness.csv equal an
+  uninterrupted evaluation's.
+- `robust-ssl tune`: killed between keras-tuner's state files as a trial ends
+  and as the next starts; no finished trial runs again, and trials.csv and
+  best_lambdas.json equal an uninterrupted search's.
+"""
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+from conftest import run_cli, tiny_config, write_config_file
+
+from robust_ssl import killpoints
+from robust_ssl.errors import UserError
+from robust_ssl.robustness import evaluation, partial
+
+# ---------------------------------------------------------------- helpers
+
+
+def killed_at(point, n):
+    """The environment of a command that SIGKILLs itself the n-th time it passes `point`."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", killpoints.ENV: f"{point}:{n}"}
+
+
+def quiet():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def temporaries(directory):
+    """Hidden temporary files (`rundir.atomic_path`'s) under `directory`."""
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(directory)
+        for name in names
+        if name.startswith(".") and ".tmp" in name
+    )
+
+
+# ---------------------------------------------------------------- robust-ssl evaluate
+EVALUATE = [
+    "--cifar10c=generate",
+    "--corruptions=gaussian_noise,fog,saturate",
+    "--severities=1,5",
+    "--max_images=16",
+    "--adapt=none,bn,tent",
+    "--adapt_batch_size=8",
+    "--noprogress",
+]
+CELLS = 3 * 2 * 3  # corruptions x severities x modes
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny trained run (WRN-10-1 with a rotation head, 1 epoch of 2 steps)."""
+    from robust_ssl.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("run")
+    train_and_evaluate(tiny_config("rotation", **{"train.epochs": 1}), str(workdir))
+    return str(workdir)
+
+
+def evaluate(run, output_dir, env):
+    return run_cli("evaluate", f"--workdir={run}", f"--output_dir={output_dir}", *EVALUATE, env=env)
+
+
+def without_timings(result):
+    """A robustness.json's dict without the seconds per image (a measured time, never the same)."""
+    result = json.loads(json.dumps(result))
+    for entry in result.get("modes", {}).values():
+        entry.pop("seconds_per_image")
+    for entry in result.get("adaptation", {}).values():
+        entry.pop("seconds_per_image")
+    return result
+
+
+def read_report(output_dir):
+    with open(os.path.join(output_dir, "robustness.json")) as f:
+        data = json.load(f)
+    with open(os.path.join(output_dir, "robustness.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return without_timings(data), rows
+
+
+def stored_cells(output_dir):
+    with open(os.path.join(output_dir, partial.PARTIAL)) as f:
+        return json.load(f)["cells"]
+
+
+def test_a_killed_evaluation_resumes_and_ends_with_the_uninterrupted_report(run, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    proc = evaluate(run, whole, quiet())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (whole / partial.PARTIAL).exists() and not temporaries(whole)
+    assert "resuming" not in proc.stdout
+
+    # 1. Killed after its 5th write: the 3 modes' clean sets, then the first
+    # cell's "none" and "bn" (its "tent" not yet).
+    proc = evaluate(run, resumed, killed_at("evaluate.cell", 5))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert len(stored_cells(resumed)) == 5 and not (resumed / "robustness.json").exists()
+
+    # 2. Killed inside its 3rd write, between the temporary copy and the
+    # rename: the file on disk is the previous version, whole.
+    proc = evaluate(run, resumed, killed_at("evaluate.cell_write", 3))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert "resuming an interrupted evaluation: 2 of 18 cells" in proc.stdout
+    assert len(stored_cells(resumed)) == 5 + 2 and len(temporaries(resumed)) == 1
+
+    # 3. Killed after the reports are written, before the partial results go.
+    proc = evaluate(run, resumed, killed_at("evaluate.reports", 1))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert "resuming an interrupted evaluation: 4 of 18 cells" in proc.stdout
+    assert len(stored_cells(resumed)) == 3 + CELLS and not temporaries(resumed)
+
+    # 4. Every cell is reused; the reports are written again and the partial results go.
+    proc = evaluate(run, resumed, quiet())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming an interrupted evaluation: {CELLS} of {CELLS} cells" in proc.stdout
+    assert "with the clean set; scoring the other 0" in proc.stdout
+    assert not (resumed / partial.PARTIAL).exists() and not temporaries(resumed)
+    assert read_report(resumed) == read_report(whole)
+    assert sorted(os.listdir(resumed)) == sorted(os.listdir(whole))
+
+
+def test_partial_results_of_other_settings_are_refused_in_one_line(run, tmp_path):
+    out = tmp_path / "out"
+    proc = evaluate(run, out, killed_at("evaluate.cell", 4))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    spec = dict(
+        workdir=run,
+        output_dir=str(out),
+        corruptions=("gaussian_noise",),
+        severities=(1,),
+        max_images=8,
+        progress=False,
+        log=lambda _: None,
+    )
+    with pytest.raises(UserError) as refused:
+        evaluation.evaluate_run("generate", **spec)
+    message = str(refused.value)
+    assert "\n" not in message and "holds 4 finished cells of an evaluation with other settings" in message
+    assert "adaptation, max_images" in message and "--overwrite to start afresh" in message
+    assert len(stored_cells(out)) == 4  # left as it was
+
+    # The tool says the same in one line, exit status 2.
+    proc = run_cli(
+        "evaluate", f"--workdir={run}", f"--output_dir={out}", *EVALUATE, "--max_images=8", env=quiet()
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("error: ") and "other settings (max_images)" in proc.stderr
+
+    notes = []
+    result, _ = evaluation.evaluate_run("generate", **{**spec, "overwrite": True, "log": notes.append})
+    assert any("starting afresh" in n for n in notes)
+    assert len(result["cells"]) == 1 and not (out / partial.PARTIAL).exists()
+
+
+def test_a_changed_model_is_other_settings(tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"one")
+    args = ("generate", 8, 0, 500, None, None, False, None)
+    first = partial.identity(str(model), *args)
+    store = partial.PartialResults(str(tmp_path / "out"), first)
+    store.put("none", "fog", 1, {"accuracy": 0.5}, 0.1, 8)
+    assert partial.PartialResults(str(tmp_path / "out"), first).get("none", "fog", 1)["metrics"] == {
+        "accuracy": 0.5
+    }
+    model.write_bytes(b"two")
+    with pytest.raises(UserError, match=r"other settings \(model\)"):
+        partial.PartialResults(str(tmp_path / "out"), partial.identity(str(model), *args))
+
+
+# ---------------------------------------------------------------- robust-ssl tune
+# A random search of 2 trials of 1 epoch of 2 steps (WRN-10-1, rotation and ir).
+TUNE_VALIDATION = {
+    "automl.validation.source": "corrupted_holdout",
+    "automl.validation.corruptions": "gaussian_blur,saturate",
+    "automl.validation.severities": "1,5",
+}
+TUNE = ["--tuner=random", "--max_trials=2", "--epochs=1", "--steps_per_epoch=2"]
+# The moments of one trial, in the order keras-tuner passes them: a state file
+# is written (to its temporary copy) before the point of its name, and renamed after.
+TRIAL_MOMENTS = [
+    "tune.trial.json",  # the trial starts: RUNNING
+    "tune.oracle.json",  # the oracle records its start
+    "tune.build_config.json",
+    "tune.trial.json",  # its epoch's metrics
+    "tune.trial.json",  # COMPLETED
+    "tune.oracle.json",  # the oracle records its end
+    "tune.oracle.json",  # the tuner saves the oracle
+    "tune.tuner0.json",  # and itself
+    "tune.trial_end",
+]
+
+
+@pytest.fixture(scope="module")
+def tune_config(tmp_path_factory):
+    return write_config_file(
+        tmp_path_factory.mktemp("tune_config") / "tiny_tune.py", "rotation,ir", **TUNE_VALIDATION
+    )
+
+
+@pytest.fixture(scope="module")
+def whole_search(tmp_path_factory, tune_config):
+    """The uninterrupted search, with the moments it passed (ROBUST_SSL_KILL_TRACE)."""
+    workdir = tmp_path_factory.mktemp("whole_search")
+    trace = workdir.parent / "whole_search.trace"
+    env = {**quiet(), killpoints.TRACE: str(trace)}
+    proc = run_cli("tune", f"--config={tune_config}", f"--workdir={workdir}", *TUNE, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, trace.read_text().split()
+
+
+def tune(config, workdir, env):
+    return run_cli("tune", f"--config={config}", f"--workdir={workdir}", *TUNE, env=env)
+
+
+def search_outcome(workdir):
+    """What a search found, without times: trials.csv rows and best_lambdas.json."""
+    with open(workdir / "trials.csv", newline="") as f:
+        rows = [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(f)]
+    best = json.loads((workdir / "best_lambdas.json").read_text())
+    return rows, best
+
+
+def test_the_search_passes_the_moments_the_chaos_tests_kill_at(whole_search):
+    _, trace = whole_search
+    assert trace == TRIAL_MOMENTS * 2
+
+
+def test_a_search_killed_between_its_state_files_resumes_without_redoing_a_trial(
+    tmp_path, tune_config, whole_search
+):
+    whole, _ = whole_search
+    workdir = tmp_path / "search"
+    # 1. Killed as trial 0 ends: its trial.json says COMPLETED, oracle.json
+    # still has it running, and tuner0.json (keras-tuner reloads only with
+    # it) was never written.
+    proc = tune(tune_config, workdir, killed_at("tune.oracle.json", 2))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    trial_0 = (workdir / "keras_tuner" / "trial_0" / "trial.json").read_text()
+    assert json.loads(trial_0)["status"] == "COMPLETED"
+    assert not (workdir / "keras_tuner" / "tuner0.json").exists()
+    assert len(temporaries(workdir)) == 1
+
+    # 2. Resumed: trial 0 is not run again (the oracle records its end: the
+    # first oracle.json). Killed as trial 1 starts: its trial.json exists,
+    # the oracle never recorded its start (the second).
+    proc = tune(tune_config, workdir, killed_at("tune.oracle.json", 2))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert json.loads((workdir / "keras_tuner" / "trial_1" / "trial.json").read_text())["status"] == "RUNNING"
+
+    # 3. Resumed: trial 1 runs (with the values it was given), and the search
+    # ends as the uninterrupted one.
+    proc = tune(tune_config, workdir, quiet())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "keras_tuner" / "trial_0" / "trial.json").read_text() == trial_0
+    sessions = json.loads((workdir / "search.json").read_text())["sessions"]
+    assert [s["trials_run"] for s in sessions] == [["0"], [], ["1"]]
+    assert search_outcome(workdir) == search_outcome(whole)
+    assert not temporaries(workdir)
