@@ -14,9 +14,12 @@ accuracy per corruption family (noise, blur, weather, digital, and the 4
 extra); λ at the end; the final meta loss of AutoML runs; wall time; and with
 several seeds the spread (standard deviation) of each figure.
 
-Resumable: a run with results.json and robustness results is not retrained or
-rescored; an interrupted run resumes from its checkpoint; the generated
-CIFAR-10-C set is written once.
+Resumable after a kill at any moment: a run with results.json is not
+retrained, nor rescored once its robustness reports are whole (no
+robustness_partial.json left); an interrupted run resumes from its
+checkpoint, an interrupted scoring from its finished cells; the generated
+CIFAR-10-C set is written once (each file atomically), and the table and
+figure are written again from the runs' files.
 
 An entry is `label=config:key=value,key=value` (label and overrides optional),
 e.g. `fixed4=automl4:automl.enabled=False` or `automl4_lr=automl4:automl.alpha=lr`.
@@ -29,7 +32,7 @@ import time
 
 import numpy as np
 
-from robust_ssl import config_utils, rundir
+from robust_ssl import config_utils, killpoints, rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
 
@@ -212,18 +215,25 @@ def run_one(entry, config, run, corrupted, log=print):
     import keras
 
     from robust_ssl import train
-    from robust_ssl.robustness import evaluation
+    from robust_ssl.robustness import evaluation, partial
 
     results_path = os.path.join(run, rundir.RESULTS)
-    robustness_path = os.path.join(run, rundir.ROBUSTNESS, rundir.ROBUSTNESS_JSON)
-    if not os.path.exists(results_path):
+    robustness_dir = os.path.join(run, rundir.ROBUSTNESS)
+    robustness_path = os.path.join(robustness_dir, rundir.ROBUSTNESS_JSON)
+    if not os.path.exists(results_path):  # written last: a run without it trains (or resumes)
         log(f"[{entry.label}] training into {run}")
         train.train_and_evaluate(config, run)
         keras.backend.clear_session()
     results = rundir.read_json(results_path)
-    if not os.path.exists(robustness_path):
+    if not os.path.exists(robustness_path) or partial.unfinished(robustness_dir):
         log(f"[{entry.label}] scoring on {corrupted}")
-        evaluation.evaluate_run(corrupted, workdir=run, progress=False, log=lambda *_: None)
+
+        def note(line):
+            # The evaluation's notes repeat for every run; only how much of it was reused is news.
+            if line.startswith("resuming"):
+                log(f"[{entry.label}] {line}")
+
+        evaluation.evaluate_run(corrupted, workdir=run, progress=False, log=note)
         keras.backend.clear_session()
     robustness = evaluation.load_results(robustness_path)
     summary = robustness["summary"]
@@ -432,9 +442,15 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
     for config in configs:
         config_utils.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    # A study killed inside a write left a temporary copy beside a whole file.
+    rundir.remove_stale_temporaries(workdir)
+    rundir.remove_stale_temporaries(os.path.join(workdir, CORRUPTED_DIR))
     start = time.time()
     corrupted = ensure_corrupted_set(workdir, planned[0][1], log=log)
-    rows = [run_one(entry, config, run, corrupted, log) for entry, config, run in planned]
+    rows = []
+    for entry, config, run in planned:
+        rows.append(run_one(entry, config, run, corrupted, log))
+        killpoints.reached("study.run")
     reference = [r["errors_benchmark"] for r in rows if r["label"] == entries[0].label]
     table = _aggregate(rows, float(np.mean(reference)))
     title = title or "Robustness study"

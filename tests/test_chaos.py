@@ -13,6 +13,10 @@ waits for. Nothing runs after a SIGKILL: no handler, no `finally`.
 - `robust-ssl tune`: killed between keras-tuner's state files as a trial ends
   and as the next starts; no finished trial runs again, and trials.csv and
   best_lambdas.json equal an uninterrupted search's.
+- `robust-ssl study`: killed in a run's scoring and after its reports; then
+  (slow) in a run's training, its scoring and between runs; nothing finished
+  is trained or scored again, and study.json, each run's robustness.json (and
+  the final weights) equal an uninterrupted study's.
 """
 
 import csv
@@ -272,3 +276,124 @@ def test_a_search_killed_between_its_state_files_resumes_without_redoing_a_trial
     assert [s["trials_run"] for s in sessions] == [["0"], [], ["1"]]
     assert search_outcome(workdir) == search_outcome(whole)
     assert not temporaries(workdir)
+
+
+# ---------------------------------------------------------------- robust-ssl study
+STUDY_SETTINGS = [
+    "--set=data.source=synthetic",
+    "--set=data.num_train=64",
+    "--set=data.num_test=24",
+    "--set=model.depth=10",
+    "--set=model.width=1",
+    "--set=train.epochs=1",
+    "--set=train.steps_per_epoch=2",
+    "--set=train.batch_size=16",
+    "--set=train.eval_batch_size=24",
+    "--set=train.verbose=0",
+    "--set=train.log_every_steps=1",
+]
+
+
+def study(workdir, env, *args):
+    # Settings of `args` come after the common ones: the last --set of a key wins.
+    return run_cli("study", f"--workdir={workdir}", *STUDY_SETTINGS, *args, env=env, timeout=900)
+
+
+def study_outcome(workdir):
+    """study.json without times and paths, and each run's robustness.json without its paths."""
+    saved = json.loads((workdir / "study.json").read_text())
+    for row in saved["table"]:
+        row.pop("wall_time_s"), row.pop("wall_time_s_std")
+    for row in saved["runs"]:
+        row.pop("wall_time_s"), row.pop("run")
+    scores = {}
+    for path in sorted(workdir.glob("*/seed_*/robustness/robustness.json")):
+        result = json.loads(path.read_text())
+        result["settings"].pop("model"), result["settings"].pop("source")  # paths in the study's folder
+        scores[str(path.relative_to(workdir))] = result
+    return saved, scores
+
+
+def test_a_study_killed_while_scoring_resumes_its_cells_and_ends_as_the_uninterrupted_one(tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    proc = study(whole, quiet(), "--configs=baseline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = resumed / "baseline" / "seed_0"
+
+    # 1. Killed in the middle of the run's 95 cells (the clean set, then 39).
+    proc = study(resumed, killed_at("evaluate.cell", 40), "--configs=baseline")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    trained = os.path.getmtime(run / "results.json")
+    assert len(stored_cells(run / "robustness")) == 40
+    assert not (run / "robustness" / "robustness.json").exists()
+
+    # 2. Killed once the reports are written, before the partial results go:
+    # robustness.json is there, but the scoring is not taken as finished.
+    proc = study(resumed, killed_at("evaluate.reports", 1), "--configs=baseline")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert "[baseline] resuming an interrupted evaluation: 39 of 95 cells" in proc.stdout
+    assert (run / "robustness" / "robustness.json").exists() and partial.unfinished(run / "robustness")
+
+    # 3. Ends: nothing retrained, every cell reused, the table of the uninterrupted study.
+    proc = study(resumed, quiet(), "--configs=baseline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[baseline] resuming an interrupted evaluation: 95 of 95 cells" in proc.stdout
+    assert "training into" not in proc.stdout and os.path.getmtime(run / "results.json") == trained
+    assert not partial.unfinished(run / "robustness") and not temporaries(resumed)
+    assert study_outcome(resumed) == study_outcome(whole)
+
+
+@pytest.mark.slow
+def test_a_study_killed_in_training_scoring_and_between_runs_ends_as_the_uninterrupted_one(tmp_path):
+    """Two recipes, 2 epochs of 2 steps with a checkpoint after every step; about 3 minutes on 2 cores."""
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from robust_ssl import rundir
+
+    recipes = ["--configs=baseline", "--entry=rot=rotation:task_weights.rotation=1.0"]
+    extra = ["--set=train.epochs=2", "--set=train.checkpoint_every_steps=1", "--set=train.keep_checkpoints=4"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    proc = study(whole, quiet(), *recipes, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # 1. Killed by the test in the second recipe's training, once its first
+    # step checkpoint is there.
+    args = [
+        sys.executable,
+        "-m",
+        "robust_ssl.cli",
+        "study",
+        f"--workdir={resumed}",
+        *recipes,
+        *STUDY_SETTINGS,
+    ]
+    child = subprocess.Popen(
+        [*args, *extra], env=quiet(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    step = resumed / "rot" / "seed_0" / "checkpoints" / "epoch_000_step_0000001.keras"
+    deadline = time.time() + 600
+    while not step.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL and step.exists()
+    assert not (resumed / "rot" / "seed_0" / "results.json").exists()
+
+    # 2. Resumed (baseline untouched), killed in rot's scoring; 3. killed
+    # after rot, before the table; 4. ends.
+    baseline_trained = os.path.getmtime(resumed / "baseline" / "seed_0" / "results.json")
+    for env in (killed_at("evaluate.cell", 30), killed_at("study.run", 2), quiet()):
+        proc = study(resumed, env, *recipes, *extra)
+        assert proc.returncode == (0 if env == quiet() else -signal.SIGKILL), proc.stderr[-3000:]
+        assert "[baseline] training into" not in proc.stdout and "[baseline] scoring" not in proc.stdout
+    assert os.path.getmtime(resumed / "baseline" / "seed_0" / "results.json") == baseline_trained
+    assert study_outcome(resumed) == study_outcome(whole)
+    for label in ("baseline", "rot"):
+        a = rundir.load_model(str(whole / label / "seed_0" / "model.keras"))
+        b = rundir.load_model(str(resumed / label / "seed_0" / "model.keras"))
+        for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert not temporaries(resumed)
