@@ -185,6 +185,14 @@ def test_a_changed_model_is_other_settings(tmp_path):
     model.write_bytes(b"two")
     with pytest.raises(UserError, match=r"other settings \(model\)"):
         partial.PartialResults(str(tmp_path / "out"), partial.identity(str(model), *args))
+    # A SavedModel directory: every file's name and bytes.
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    (saved / "variables" / "variables.data").write_bytes(b"weights")
+    before = partial.model_digest(str(saved))
+    (saved / "variables" / "variables.data").write_bytes(b"weight2")
+    assert partial.model_digest(str(saved)) != before
 
 
 # ---------------------------------------------------------------- robust-ssl tune
@@ -397,3 +405,35 @@ def test_a_study_killed_in_training_scoring_and_between_runs_ends_as_the_uninter
         for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
             np.testing.assert_array_equal(x, y)
     assert not temporaries(resumed)
+
+
+def _moments(points):
+    """(point, n): the n-th pass through each point, for every entry of `points`."""
+    seen = {}
+    out = []
+    for point in points:
+        seen[point] = seen.get(point, 0) + 1
+        out.append((point, seen[point]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, n", _moments(TRIAL_MOMENTS * 2), ids=lambda v: str(v))
+def test_a_search_killed_at_any_moment_ends_as_the_uninterrupted_one(
+    tmp_path, tune_config, whole_search, point, n
+):
+    """Every moment of the 2-trial search in turn (18; about 30 s each on 2 cores)."""
+    whole, _ = whole_search
+    workdir = tmp_path / "search"
+    proc = tune(tune_config, workdir, killed_at(point, n))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    finished = {
+        path: path.read_text()
+        for path in (workdir / "keras_tuner").glob("trial_*/trial.json")
+        if json.loads(path.read_text())["status"] == "COMPLETED"
+    }
+    proc = tune(tune_config, workdir, quiet())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {path: path.read_text() for path in finished} == finished  # not run again
+    assert search_outcome(workdir) == search_outcome(whole)
+    assert not temporaries(workdir)
