@@ -11,6 +11,12 @@ r"""Scores a trained model on CIFAR-10-C: accuracy, CE/mCE and calibration per c
 robust_ssl.data.corruptions (offline). Outputs (CSV, JSON, markdown table,
 heat map, bar chart) go to --output_dir (default <workdir>/robustness).
 
+Every finished cell is kept in <output_dir>/robustness_partial.json as it
+finishes: killed or interrupted, the same command reuses those cells (it says
+how many) and scores the rest, ending with the report an uninterrupted
+evaluation writes. Other settings (model, source, --max_images, --seed,
+--batch_size, adaptation flags) are refused there; --overwrite starts afresh.
+
 --adapt compares test-time adaptation modes in one run (each cell scored by
 every mode, the model reset between cells; a cell is fed in an order shuffled
 by --seed, in test batches of --adapt_batch_size):
@@ -72,7 +78,10 @@ flags.DEFINE_boolean(
 )
 flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells.")
 flags.DEFINE_boolean(
-    "overwrite", False, "Replace a report in the output folder that has cells this evaluation does not score."
+    "overwrite",
+    False,
+    "Replace a report in the output folder that has cells this evaluation does not score, or discard "
+    "the finished cells of an interrupted evaluation with other settings.",
 )
 flags.DEFINE_string(
     "adapt", None, "Test-time adaptation modes to compare: none,bn,tent,ttt,ttt_batch,ttt_bn."

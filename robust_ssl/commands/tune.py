@@ -7,8 +7,9 @@ r"""Searches fixed λ with keras-tuner (the baseline AutoML competes with).
 
 Every trial trains with fixed λ (AutoML off) and is scored by `val_accuracy` on
 the validation set the config's `automl.validation` settings give the AutoML
-meta loss. Running the same command again continues an interrupted search
-(a larger --max_trials extends a finished one). Writes the trials table,
+meta loss. Running the same command again continues an interrupted search,
+also one killed at any moment: finished trials are kept, the trial that was
+running is run again (a larger --max_trials extends a finished one). Writes the trials table,
 search.json (wall time, CPU hours), best_lambdas.json and best_config.py
 (train it with `robust-ssl train --config=<workdir>/best_config.py`).
 """
