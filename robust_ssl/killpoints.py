@@ -22,7 +22,7 @@ Points:
   evaluate.cell_write  the partial results file's new version is written, not yet renamed
   evaluate.reports     every report is written, the partial results file not yet removed
   tune.<file>          a keras-tuner state file (tune.oracle.json, tune.trial.json,
-                       tune.tuner0.json, tune.build_config.json) is written, not yet renamed
+                       tune.tuner0.json) is written, not yet renamed
   tune.trial_end       a trial has ended and keras-tuner has recorded it
   study.run            a run of the study is trained and scored
 """

@@ -9,9 +9,9 @@ best trial's files (`trials`, `best_config`).
 Killed at any moment (SIGKILL, a power cut), the same command resumes: a
 finished trial is not run again, the trial that was running is run again
 with the same values. keras-tuner writes its state files in place; here they
-are written to a temporary file and renamed (`_atomic_keras_tuner_files`),
-so that a kill never leaves half of one, and the state of a kill between two
-of its files is mended on reload (`_mend_after_kill`).
+are written to a temporary file and renamed (`_write_state`), so that a kill
+never leaves half of one, and the state of a kill between two of its files is
+mended before it is reloaded (`_mend_after_kill`).
 
 The workdir of a search holds (names: `robust_ssl.rundir`):
   keras_tuner/        keras-tuner's project (oracle.json, trial_<id>/trial.json,
@@ -90,8 +90,11 @@ def make_tuner(
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
     _check_tuner_dependencies(kind)
-    _atomic_keras_tuner_files()
-    _reload_an_oracle_without_its_tuner_file(workdir, overwrite)
+    _atomic_trial_files()
+    project = os.path.join(workdir, rundir.TUNER_PROJECT)
+    if not overwrite:
+        _reload_an_oracle_without_its_tuner_file(project)
+        _mend_after_kill(project)
     common = dict(
         objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
         directory=workdir,
@@ -113,48 +116,65 @@ def make_tuner(
         # max_trials check still applies, so --max_trials bounds it too.
         tuner.oracle.max_trials = int(max_trials)
     tuner.recorder = recorder
-    _mend_after_kill(tuner.oracle)
+    _atomic_state_files(tuner)
     return tuner
 
 
 # --------------------------------------------------------------------------- surviving a kill
-_TUNER_FILE = "tuner0.json"  # keras-tuner's state of the tuner (its id "tuner0" outside parallel tuning)
+ORACLE_FILE = "oracle.json"  # keras-tuner's files in its project folder
+TRIAL_FILE = "trial.json"
+TUNER_FILE = "tuner0.json"  # the tuner's state (its id is "tuner0" outside parallel tuning)
 
 
-def _atomic_keras_tuner_files():
-    """Makes keras-tuner write its JSON state files atomically (a temporary file, renamed).
+def _write_state(path, state):
+    """Writes a keras-tuner state dict as JSON atomically; returns the text (as keras-tuner's writes do).
 
-    keras-tuner writes oracle.json, trial_<id>/trial.json, tuner0.json and
-    build_config.json by opening them for writing in place: a kill inside a
-    write leaves a truncated file, and the search then no longer loads. Every
-    write goes through `keras_tuner.src.utils.save_json`, which this replaces
-    (once) by a write through `rundir.atomic_write`; remote paths (gs://…)
-    keep keras-tuner's own write.
+    keras-tuner opens its state files for writing in place: a kill inside a
+    write would leave a truncated file, and the search would no longer load.
+    Remote paths (gs://…) cannot be renamed into place and are written whole.
     """
-    try:
-        from keras_tuner.src import utils
-    except ImportError:  # another layout of keras-tuner: its own writes stay
-        return
-    original = utils.save_json
-    if getattr(original, "atomic", False):
-        return
+    text = json.dumps(state)
+    path = str(path)
+    if "://" in path:
+        import tensorflow as tf
 
-    def save_json(path, obj):
-        path = str(path)
-        if "://" in path:
-            return original(path, obj)
-        text = json.dumps(obj)
-        with rundir.atomic_write(path) as f:
+        with tf.io.gfile.GFile(path, "w") as f:
             f.write(text)
-            f.flush()
-            killpoints.reached(f"tune.{os.path.basename(path)}")
         return text
+    with rundir.atomic_write(path) as f:
+        f.write(text)
+        f.flush()
+        killpoints.reached(f"tune.{os.path.basename(path)}")
+    return text
 
-    save_json.atomic = True
-    utils.save_json = save_json
+
+def _atomic_trial_files():
+    """Makes every trial.json write atomic (`_write_state`), once per process.
+
+    The oracle saves a trial with the public `Trial.save(fname)`, which is
+    replaced by the same write through a temporary file. The oracle's and
+    the tuner's own files are written by `_atomic_state_files`.
+    """
+    from keras_tuner.engine.trial import Trial
+
+    if getattr(Trial.save, "atomic", False):
+        return
+
+    def save(self, fname):
+        return _write_state(fname, self.get_state())
+
+    save.atomic = True
+    Trial.save = save
 
 
-def _reload_an_oracle_without_its_tuner_file(workdir, overwrite):
+def _atomic_state_files(tuner):
+    """The tuner writes oracle.json (and, in `Recorded.save`, its own file) atomically."""
+    oracle = tuner.oracle
+    path = os.path.join(tuner.project_dir, ORACLE_FILE)
+    oracle.save = lambda: _write_state(path, oracle.get_state())
+
+
+def _reload_an_oracle_without_its_tuner_file(project):
     """Lets keras-tuner reload a project whose tuner0.json the kill came before.
 
     keras-tuner reloads a project only when tuner0.json exists, and writes it
@@ -162,44 +182,56 @@ def _reload_an_oracle_without_its_tuner_file(workdir, overwrite):
     search would start afresh and run the finished trial again. tuner0.json
     holds a tuner's state, an empty dict for keras-tuner's tuners.
     """
-    project = os.path.join(workdir, rundir.TUNER_PROJECT)
-    if overwrite or not os.path.isfile(os.path.join(project, "oracle.json")):
-        return
-    if not os.path.exists(os.path.join(project, _TUNER_FILE)):
-        rundir.write_json(os.path.join(project, _TUNER_FILE), {})
+    if os.path.isfile(os.path.join(project, ORACLE_FILE)) and not os.path.exists(
+        os.path.join(project, TUNER_FILE)
+    ):
+        rundir.write_json(os.path.join(project, TUNER_FILE), {})
 
 
-def _mend_after_kill(oracle):
-    """Mends a reloaded oracle whose kill fell between its trial file and oracle.json.
+def _mend_after_kill(project):
+    """Mends a project whose kill fell between a trial's file and oracle.json, before it is reloaded.
 
     keras-tuner saves a trial's trial.json, then oracle.json. Killed between them:
 
     - when a trial starts, the trial's file exists but the oracle never
-      recorded its start: the trial is forgotten, and the oracle creates it
-      again (same id, and with a random oracle the same values);
+      recorded its start: the file goes, and the oracle creates the trial
+      again (same id, and with a random search the same values);
     - when a trial ends, its file says COMPLETED but the oracle still has it
-      running and would run it again: its end is recorded as the oracle
-      records it (`Oracle.end_trial`), and it is not run again.
+      running and would run it again: oracle.json records its end as
+      `Oracle.end_trial` does (no longer running, in the end order, one more
+      run), and it is not run again.
 
     Args:
-      oracle: a keras-tuner oracle, just reloaded.
+      project: the keras-tuner project folder (<workdir>/keras_tuner).
+
+    Returns:
+      The ids of the trials mended.
     """
-    changed = False
-    for trial_id in [t for t in oracle.trials if t not in oracle.start_order]:
-        del oracle.trials[trial_id]
-        changed = True
-    for trial_id in list(oracle._retry_queue):
-        trial = oracle.trials.get(trial_id)
-        if trial is None or trial.status != "COMPLETED" or trial_id in oracle.end_order:
+    oracle_path = os.path.join(project, ORACLE_FILE)
+    if not os.path.isfile(oracle_path):
+        return []
+    state = rundir.read_json(oracle_path)
+    started = set(state.get("start_order", []))
+    ongoing = state.get("ongoing_trials", {})
+    mended = []
+    for name in sorted(os.listdir(project)):
+        path = os.path.join(project, name, TRIAL_FILE)
+        if not (name.startswith("trial_") and os.path.isfile(path)):
             continue
-        oracle._retry_queue.remove(trial_id)
-        oracle.update_space(trial.hyperparameters)
-        oracle._record_values(trial)
-        oracle._run_times[trial_id] += 1
-        oracle.end_order.append(trial_id)
-        changed = True
-    if changed:
-        oracle.save()
+        trial = rundir.read_json(path)
+        trial_id = trial["trial_id"]
+        if trial_id not in started:
+            os.remove(path)
+            mended.append(trial_id)
+        elif trial["status"] == "COMPLETED" and trial_id in ongoing.values():
+            state["ongoing_trials"] = {k: v for k, v in ongoing.items() if v != trial_id}
+            if trial_id not in state["end_order"]:
+                state["end_order"].append(trial_id)
+            state["run_times"][trial_id] = state["run_times"].get(trial_id, 0) + 1
+            ongoing = state["ongoing_trials"]
+            mended.append(trial_id)
+            _write_state(oracle_path, state)
+    return mended
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -284,6 +316,11 @@ def _recorded(base):
             if self.recorder is not None:
                 self.recorder.trial_end(trial.trial_id)
             killpoints.reached("tune.trial_end")
+
+        def save(self):
+            # BaseTuner.save, with the tuner's file written atomically too.
+            self.oracle.save()
+            _write_state(os.path.join(self.project_dir, f"{self.tuner_id}.json"), self.get_state())
 
     Recorded.__name__ = Recorded.__qualname__ = base.__name__
     return Recorded
