@@ -215,7 +215,7 @@ def _same_run(key, saved, current):
     return saved == current
 
 
-def changed_keys(saved, current):
+def changed_keys(saved, current, defaults=None):
     """Dotted keys whose values differ between two config dicts.
 
     Keys in `RESUME_FREE_KEYS` and `CHECKPOINT_KEYS` may differ, and `train.epochs` may be raised
@@ -225,11 +225,17 @@ def changed_keys(saved, current):
     Args:
       saved: the config dict of the run in a workdir.
       current: the config dict of the new command.
+      defaults: optional config dict whose values stand in for keys `saved`
+        lacks: a run saved by an older version, before a key existed, ran
+        with what is now that key's default (e.g. `automl.method`).
 
     Returns:
       The sorted dotted keys that make it another run.
     """
     saved, current = flatten(saved), flatten(current)
+    for key, value in flatten(defaults or {}).items():
+        if key in current:  # keys the new command records but the old run could not
+            saved.setdefault(key, value)
     keys = sorted(set(saved) | set(current))
     return [k for k in keys if not _same_run(k, saved.get(k), current.get(k))]
 
@@ -242,7 +248,8 @@ def differences(config, workdir):
       workdir: a run's folder.
 
     Returns:
-      `changed_keys` of its config.json and `config`; [] when it has none.
+      `changed_keys` of its config.json and `config` (keys its config.json
+      lacks read as today's defaults); [] when it has none.
 
     Raises:
       UserError: a config.json that cannot be read (damaged, not JSON), in one line.
@@ -255,7 +262,9 @@ def differences(config, workdir):
         from robust_ssl.errors import UserError
 
         raise UserError(f"cannot read {path}: it holds a JSON {type(saved).__name__}, not a config")
-    return changed_keys(saved, recorded(config))
+    from robust_ssl.configs import default
+
+    return changed_keys(saved, recorded(config), recorded(default.get_config()))
 
 
 def all_keys(config, prefix=""):

@@ -91,3 +91,18 @@ def test_cut_logs_keeps_epochs_numbered_from_one_and_renumbers_an_older_metrics_
     (tmp_path / rundir.METRICS).write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.0\n")
     assert rundir.cut_logs(str(tmp_path), 2, 4) == {rundir.METRICS: 1}
     assert (tmp_path / rundir.METRICS).read_text().splitlines() == ["epoch,loss", "1,3.0", "2,2.0"]
+
+
+def test_a_run_saved_before_a_config_key_existed_resumes_at_its_default(tmp_path):
+    """A config.json without a key added later (automl.method) is the same run at the default, another run otherwise."""
+    import json
+
+    from robust_ssl import config_utils, configs
+
+    config = configs.load("smoke_automl")
+    saved = config_utils.recorded(config)
+    del saved["automl"]["method"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert config_utils.differences(config, str(tmp_path)) == []
+    config.automl.method = "uncertainty"
+    assert "automl.method" in config_utils.differences(config, str(tmp_path))
