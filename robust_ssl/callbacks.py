@@ -6,7 +6,7 @@ import time
 
 import keras
 
-from robust_ssl import rundir
+from robust_ssl import killpoints, rundir
 
 
 class Throughput(keras.callbacks.Callback):
@@ -73,6 +73,7 @@ class LambdaLogger(keras.callbacks.Callback):
             if new:
                 writer.writerow(["step", "epoch", *self.task_names])
             writer.writerow([step, self._epoch + 1, *[f"{values[n]:.6g}" for n in self.task_names]])
+        killpoints.reached(f"train.lambdas.step_{step}")
         if self._writer is not None:
             import tensorflow as tf
 
@@ -91,6 +92,7 @@ class EpochCSVLogger(keras.callbacks.CSVLogger):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch + 1, logs)
+        killpoints.reached(f"train.metrics.epoch_{epoch + 1}")
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -135,6 +137,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             os.remove(old)
         if self.on_save is not None:
             self.on_save(step)
+        killpoints.reached(f"train.checkpoint.step_{step}")
 
     def on_train_batch_end(self, batch, logs=None):
         if not (self.every_steps or self.every_seconds) or self.steps_per_epoch <= 0:

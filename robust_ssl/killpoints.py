@@ -18,13 +18,20 @@ list the moments of an uninterrupted run and draw the ones to kill at. Unset
 
 Points:
 
-  evaluate.cell        a CIFAR-10-C cell's result is in the partial results file
-  evaluate.cell_write  the partial results file's new version is written, not yet renamed
-  evaluate.reports     every report is written, the partial results file not yet removed
-  tune.<file>          a keras-tuner state file (tune.oracle.json, tune.trial.json,
-                       tune.tuner0.json) is written, not yet renamed
-  tune.trial_end       a trial has ended and keras-tuner has recorded it
-  study.run            a run of the study is trained and scored
+  write.<file>               any file written with `rundir.atomic_path` (checkpoints,
+                             run_state.json, results.json, the reports…): its
+                             temporary copy is whole, not yet renamed
+  train.lambdas.step_<s>     the λ row of global step s is appended to lambdas.csv
+  train.metrics.epoch_<e>    the row of epoch e is appended to metrics.csv
+  train.checkpoint.step_<s>  the checkpoint of global step s is saved, run_state.json updated
+  evaluate.cell              a CIFAR-10-C cell's result (or a clean set's) is in the
+                             partial results file
+  evaluate.cell_write        the partial results file's new version is written, not yet renamed
+  evaluate.reports           every report is written, the partial results file not yet removed
+  tune.<file>                a keras-tuner state file (tune.oracle.json, tune.trial.json,
+                             tune.tuner0.json) is written, not yet renamed
+  tune.trial_end             a trial has ended and keras-tuner has recorded it
+  study.run                  a run of the study is trained and scored
 """
 
 import collections

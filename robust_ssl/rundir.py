@@ -49,6 +49,7 @@ import math
 import os
 import re
 
+from robust_ssl import killpoints
 from robust_ssl.checkpoints import KERAS_SUFFIX, latest_checkpoint
 from robust_ssl.checkpoints import checkpoint_epoch as checkpoint_epoch
 from robust_ssl.checkpoints import checkpoint_path as checkpoint_path
@@ -120,6 +121,7 @@ def atomic_path(path, suffix=""):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        killpoints.reached(f"write.{name}")  # the tests' kill between the copy and the rename
         os.replace(tmp, path)
         _sync_directory(directory)
     except BaseException:
@@ -390,7 +392,9 @@ def record_session(workdir, session):
 
     A session is one process training the run (the first one, or one that
     resumed it). The file lists them all, so a run's wall and CPU time add up
-    across interruptions and re-runs.
+    across interruptions and re-runs. When a session is recorded for the
+    first time, the temporary files of killed processes are removed from the
+    workdir and its checkpoints (`remove_stale_temporaries`).
 
     Args:
       workdir: the run's folder.
@@ -409,6 +413,10 @@ def record_session(workdir, session):
         except (OSError, ValueError):
             state = {"sessions": []}
     sessions = [s for s in state.get("sessions", []) if s.get("id") != session["id"]]
+    if len(sessions) == len(state.get("sessions", [])):
+        # A new session: the temporary copies a killed one left (its files are whole) go.
+        remove_stale_temporaries(workdir)
+        remove_stale_temporaries(os.path.join(workdir, CHECKPOINTS))
     sessions.append(dict(session))
     state = {
         "sessions": sessions,

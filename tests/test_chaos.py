@@ -232,7 +232,7 @@ def whole_search(tmp_path_factory, tune_config):
     env = {**quiet(), killpoints.TRACE: str(trace)}
     proc = run_cli("tune", f"--config={tune_config}", f"--workdir={workdir}", *TUNE, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, trace.read_text().split()
+    return workdir, [point for point in trace.read_text().split() if point.startswith("tune.")]
 
 
 def tune(config, workdir, env):
@@ -436,3 +436,122 @@ def test_a_search_killed_at_any_moment_ends_as_the_uninterrupted_one(
     assert {path: path.read_text() for path in finished} == finished  # not run again
     assert search_outcome(workdir) == search_outcome(whole)
     assert not temporaries(workdir)
+
+
+# ---------------------------------------------------------------- robust-ssl train: a chaos run
+STEPS_PER_EPOCH = 2  # tiny_settings' train.steps_per_epoch
+
+
+def train_cli(config, workdir, env):
+    return run_cli("train", f"--config={config}", f"--workdir={workdir}", env=env)
+
+
+def resumed_from(workdir):
+    """The global step of the newest checkpoint in a run's folder (0: none)."""
+    from robust_ssl import checkpoints
+
+    newest = checkpoints.latest_checkpoint(str(workdir / "checkpoints"))
+    if newest is None:
+        return 0
+    step = checkpoints.checkpoint_step(newest)
+    return step if step is not None else checkpoints.checkpoint_epoch(newest) * STEPS_PER_EPOCH
+
+
+def kill_point(reference, position, start_step):
+    """The (point, n) of a session resumed from `start_step` that is moment `position` of the reference.
+
+    A session resumed from step r passes the moments of the uninterrupted run
+    after its checkpoint of step r, after a start of its own that writes
+    run_state.json once (config.json, meta_validation.json and the cut logs
+    are not drawn after the first moments).
+
+    Returns:
+      (point, n), or None when the session never passes that moment (it lies
+      before where the session starts).
+    """
+    start = 0
+    if start_step:
+        start = reference.index(f"train.checkpoint.step_{start_step}") + 1
+    if position < start:
+        return None
+    point = reference[position]
+    n = reference[start : position + 1].count(point)
+    if start_step and point == "write.run_state.json":
+        n += 1  # the session's own first record
+    return point, n
+
+
+def chaos_run(tmp_path, kills, seed, **settings):
+    """An AutoML run killed at `kills` moments drawn with `seed` from its uninterrupted run, each time restarted.
+
+    Returns:
+      (reference workdir, chaos workdir, the (point, n, resumed step) of every kill, sessions recorded).
+    """
+    import random
+
+    config = write_config_file(
+        tmp_path / "chaos.py",
+        "rotation",
+        automl=True,
+        **{"train.checkpoint_every_steps": 1, "train.keep_checkpoints": 2, "train.eval_every_epoch": False},
+        **settings,
+    )
+    reference, chaos = tmp_path / "reference", tmp_path / "chaos"
+    trace = tmp_path / "reference.trace"
+    proc = train_cli(config, reference, {**quiet(), killpoints.TRACE: str(trace)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    moments = trace.read_text().split()
+    drawn = sorted(random.Random(seed).sample(range(len(moments)), kills))
+    killed, recorded = [], 0
+    for position in drawn:
+        start = resumed_from(chaos) if chaos.exists() else 0
+        target = kill_point(moments, position, start)
+        if target is None:
+            continue  # before where this session starts: the next drawn moment
+        session_trace = tmp_path / f"session_{len(killed)}.trace"
+        env = {**killed_at(*target), killpoints.TRACE: str(session_trace)}
+        proc = train_cli(config, chaos, env)
+        assert proc.returncode == -signal.SIGKILL, (target, proc.stderr[-3000:])
+        passed = session_trace.read_text().split()
+        assert passed[-1] == target[0] and passed.count(target[0]) == target[1]
+        # The session is in run_state.json once its first record is written whole.
+        recorded += passed.count("write.run_state.json") - (target[0] == "write.run_state.json") > 0
+        killed.append((*target, start))
+    proc = train_cli(config, chaos, quiet())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print("killed at (point, pass, resumed from step):", killed)  # shown with -s or on failure
+    return reference, chaos, killed, recorded + 1
+
+
+def assert_ends_as_the_uninterrupted_run(reference, chaos, recorded, steps):
+    import numpy as np
+
+    from robust_ssl import rundir
+
+    a = rundir.load_model(str(reference / "model.keras"))
+    b = rundir.load_model(str(chaos / "model.keras"))
+    for x, y in zip(a.weights, b.weights, strict=True):  # λ and the trunk, bit for bit
+        np.testing.assert_array_equal(np.asarray(x.numpy()), np.asarray(y.numpy()), err_msg=x.path)
+    assert a.lambda_values() == b.lambda_values()
+    # λ per step: every step once, with the uninterrupted run's values.
+    assert (chaos / "lambdas.csv").read_text() == (reference / "lambdas.csv").read_text()
+    with open(chaos / "metrics.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, steps // STEPS_PER_EPOCH + 1))
+    state = json.loads((chaos / "run_state.json").read_text())
+    assert len(state["sessions"]) == recorded and state["sessions"][-1]["steps"] == steps
+    assert json.loads((chaos / "results.json").read_text())["steps"] == steps
+    assert not temporaries(chaos)
+
+
+def test_a_run_killed_at_three_moments_ends_bit_identical_to_the_uninterrupted_one(tmp_path):
+    reference, chaos, killed, recorded = chaos_run(tmp_path, kills=3, seed=3)
+    assert len(killed) >= 2, killed
+    assert_ends_as_the_uninterrupted_run(reference, chaos, recorded, steps=4)
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_ten_moments_ends_bit_identical_to_the_uninterrupted_one(tmp_path):
+    """3 epochs of 2 steps, 10 moments drawn with seed 0 (about 3 minutes on 2 cores)."""
+    reference, chaos, killed, recorded = chaos_run(tmp_path, kills=10, seed=0, **{"train.epochs": 3})
+    assert len(killed) >= 8, killed
+    assert_ends_as_the_uninterrupted_run(reference, chaos, recorded, steps=6)
