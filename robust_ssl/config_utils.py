@@ -131,7 +131,7 @@ def validate(config):
             raise ConfigError(f"automl.meta_lr must be > 0; got {automl.meta_lr}")
         from robust_ssl.weighting import check_config
 
-        check_config(config)  # automl.method, its options, the λ it starts from
+        check_config(config, task_lambdas(config))  # automl.method, its options, the λ it starts from
         if automl.validation.source == "corrupted_holdout":
             from robust_ssl.data.cifar10c import ALL_CORRUPTIONS, SEVERITIES
 

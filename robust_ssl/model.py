@@ -25,7 +25,7 @@ from robust_ssl.errors import ConfigError
 from robust_ssl.networks import backbone_spec, build_backbone, linear_head
 from robust_ssl.tasks import Forward, make_tasks
 from robust_ssl.tasks.base import flatten_views, sparse_ce
-from robust_ssl.weighting import make_method
+from robust_ssl.weighting import lookahead, make_method
 
 META_MODES = ("fast", "naive")
 ALPHA_MODES = ("multiplier", "lr")
@@ -441,12 +441,12 @@ class RobustSSLModel(keras.Model):
         return steps.train_step(self, data, kind)
 
     def lambda_gradient(self, batch, mode="fast"):
-        """∂L_meta/∂λ at the current weights and λ, changing nothing (`steps.lambda_gradient`)."""
-        return steps.lambda_gradient(self, batch, mode)
+        """∂L_meta/∂λ at the current weights and λ, changing nothing (`weighting.lookahead`)."""
+        return lookahead.lambda_gradient(self, batch, mode)
 
     def meta_objective(self, batch, lambdas):
-        """L_meta(λ) after one lookahead step with weights λ (`steps.meta_objective`)."""
-        return steps.meta_objective(self, batch, lambdas)
+        """L_meta(λ) after one lookahead step with weights λ (`weighting.lookahead`)."""
+        return lookahead.meta_objective(self, batch, lambdas)
 
     # ------------------------------------------------------------------ evaluation
     def _without_xla_if_distributed(self, make, force):

@@ -62,22 +62,24 @@ def method_options(automl, name):
     return dict(options[name])
 
 
-def check_config(config):
+def check_config(config, lambdas):
     """Checks `config.automl.method`, its options and the initial λ it starts from.
 
     Args:
       config: the experiment ConfigDict (AutoML enabled).
+      lambdas: the initial λ, one per task of `config.tasks`
+        (`config_utils.task_lambdas`, passed in so this package need not
+        import the config helpers that import it).
 
     Raises:
       ConfigError: an unknown method or option, a bad option value, or a λ the
         method cannot start from.
     """
-    from robust_ssl import config_utils
     from robust_ssl.tasks import parse_task_names
 
     name = config.automl.get("method", DEFAULT_METHOD)
     method = make_method(name, method_options(config.automl, name))
-    method.check_lambdas(parse_task_names(config.tasks), config_utils.task_lambdas(config))
+    method.check_lambdas(parse_task_names(config.tasks), lambdas)
 
 
 __all__ = [

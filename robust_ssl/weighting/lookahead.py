@@ -100,3 +100,37 @@ class Lookahead(WeightingMethod):
         """One lookahead meta step (see `WeightingMethod.meta_step`)."""
         step = fast_meta_step if model.meta_mode == "fast" else naive_meta_step
         return step(model, batch)
+
+
+def lambda_gradient(model, batch, mode="fast"):
+    """The lookahead's ∂L_meta/∂λ at the current weights and λ, changing nothing.
+
+    Args:
+      model: the `RobustSSLModel`.
+      batch: a training dict including "meta/image" and "meta/label".
+      mode: "fast" (first-order, exact) or "naive" (double backprop).
+
+    Returns:
+      (d_lambda [k], meta_loss scalar).
+    """
+    if mode == "fast":
+        _, _, main_grads, psi_task_grads, _ = steps.per_task_gradients(model, batch, update_stats=False)
+        return fast_hypergradient(model, batch, main_grads, psi_task_grads)
+    return naive_hypergradient(model, batch, model.lambdas, update_stats=False)
+
+
+def meta_objective(model, batch, lambdas):
+    """L_meta(λ): the validation loss after one lookahead step with weights λ.
+
+    Used to check the hypergradient by finite differences; changes nothing.
+
+    Args:
+      model: the `RobustSSLModel`.
+      batch: a training dict including "meta/image" and "meta/label".
+      lambdas: float [k] task weights.
+
+    Returns:
+      The scalar meta loss.
+    """
+    lambdas = tf.convert_to_tensor(lambdas, model.lambdas.dtype)
+    return lookahead_meta_loss(model, batch, lambdas, update_stats=False)
