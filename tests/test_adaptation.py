@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from robust_ssl.errors import UserError
 from robust_ssl.model import RobustSSLModel
-from robust_ssl.robustness import adaptation
+from robust_ssl.robustness import adaptation, adaptation_image, adaptation_norm
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def model():
     keras.utils.set_random_seed(0)
     model = RobustSSLModel(depth=10, width=1, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
     # Training statistics far from the test batches', so `bn` differs from `none`.
-    for layer in adaptation._layers(model.trunk):
+    for layer in adaptation_norm.layers(model.trunk):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(layer.moving_mean + 0.3)
             layer.moving_variance.assign(layer.moving_variance * 2.0)
@@ -73,7 +73,7 @@ def test_tent_updates_only_batch_norm_affine_and_lowers_the_batch_entropy(model)
     adapter.predict(x)
     after = float(tf.reduce_mean(adaptation.entropy(adapter._logits(adapter.values(), x, True))))
     assert after < before
-    affine = set(adaptation._batch_norm_affine(model.trunk))
+    affine = set(adaptation_norm.batch_norm_affine(model.trunk))
     for i, (p, v) in enumerate(zip(adapter.params, model.trunk.trainable_variables)):
         changed = not np.array_equal(p.numpy(), v.numpy())
         assert changed == (i in affine), v.path
@@ -91,7 +91,7 @@ def test_ttt_batch_lowers_the_self_supervised_loss_and_touches_only_its_part(mod
     adapter._step(x, seed)
     after = float(adapter._ttt_loss(adapter.values(), x, seed))
     assert after < before
-    affine = set(adaptation._batch_norm_affine(model.trunk))
+    affine = set(adaptation_norm.batch_norm_affine(model.trunk))
     for i, (p, v) in enumerate(zip(adapter.params, model.trunk.trainable_variables)):
         changed = not np.array_equal(p.numpy(), v.numpy())
         if part == "bn":
@@ -159,7 +159,7 @@ def trained_stats_model():
 
 def test_crops_and_flips_are_shifted_and_mirrored_copies_of_the_image():
     image = np.random.default_rng(0).random((12, 12, 3)).astype(np.float32) + 0.1
-    copies = adaptation._crops_and_flips(tf.constant(image), 16, tf.constant([1, 2], tf.int64)).numpy()
+    copies = adaptation_image.crops_and_flips(tf.constant(image), 16, tf.constant([1, 2], tf.int64)).numpy()
     padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
     flips = set()
     for copy in copies:
@@ -182,7 +182,7 @@ def test_probe_batch_transforms_each_copy_by_its_own_label(model):
     rotation = model.tasks[0]
     x = tf.constant(batch(4, seed=8))
     labels = tf.constant([0, 3, 1, 2])
-    got = adaptation._probe_batch(rotation, x, labels).numpy()
+    got = adaptation_image.probe_batch(rotation, x, labels).numpy()
     for image, label, out in zip(x.numpy(), labels.numpy(), got):
         np.testing.assert_array_equal(out, np.rot90(image, label, axes=(0, 1)))
 
@@ -250,7 +250,7 @@ def dropout_models():
     noisy = RobustSSLModel(depth=10, width=1, dropout=0.5, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
     plain = RobustSSLModel(depth=10, width=1, tasks=("rotation", "ir"), lambdas=[0.5, 0.5])
     plain.set_weights(noisy.get_weights())  # dropout has no weights: the same network without it
-    assert any(isinstance(layer, keras.layers.Dropout) for layer in adaptation._layers(noisy.trunk))
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in adaptation_norm.layers(noisy.trunk))
     return noisy, plain
 
 

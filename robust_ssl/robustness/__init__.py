@@ -8,7 +8,12 @@
   scoring.py      the scoring loop, cell by cell (`evaluate_robustness`)
   metrics.py      accuracy, ECE, NLL per cell; CE/mCE; against a baseline
   progress.py     the progress over the cells
-  adaptation.py   test-time adaptation (bn, tent, ttt, …) of the scored model
+  adaptation.py   test-time adaptation (bn, tent, ttt, …) of the scored model:
+                  the `Adapter` that runs a mode, `predict_cell`
+  adaptation_modes.py  the modes by name (`MODES`) and their `Settings`
+  adaptation_norm.py   batch norm at test time: the batch-statistics trunk,
+                  the weights TENT updates, its entropy
+  adaptation_image.py  `ttt`'s per-image steps (crops, flips, probes)
   reports.py      the outputs of an evaluation: CSV, JSON, markdown tables,
                   heat map and comparison chart
 

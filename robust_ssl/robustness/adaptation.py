@@ -9,6 +9,12 @@ and heads functionally (`stateless_call`). Resetting assigns the saved values
 to those copies and to the optimiser's state; every step is a `tf.function`
 traced once per adapter, so episodic modes do not pay for retracing.
 
+The modes' names and settings live in `adaptation_modes` (`MODES`,
+`Settings`, `parse_modes`, importable from here too), the batch-statistics
+trunk and TENT's entropy in `adaptation_norm`, `ttt`'s per-image steps in
+`adaptation_image`; this module holds the `Adapter` that runs a mode and
+`predict_cell`.
+
 "Batch statistics" below means: every batch-norm layer normalises with the
 mean and variance of the batch it is given, while dropout and stochastic
 depth stay off (a copy of the trunk whose batch-norm layers always use batch
@@ -64,9 +70,7 @@ Modes:
 """
 
 import collections
-import dataclasses
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -74,181 +78,11 @@ import tensorflow as tf
 
 from robust_ssl.errors import UserError
 from robust_ssl.model import stateless
+from robust_ssl.robustness.adaptation_image import ImageTTT
+from robust_ssl.robustness.adaptation_modes import BATCH_TTT, MODES, Settings
+from robust_ssl.robustness.adaptation_modes import parse_modes as parse_modes
+from robust_ssl.robustness.adaptation_norm import batch_norm_affine, batch_statistics_trunk, entropy
 from robust_ssl.tasks import Forward
-from robust_ssl.tasks.base import random_indices, sparse_ce
-
-MODES = ("none", "bn", "tent", "ttt", "ttt_batch", "ttt_bn")
-_BATCH_TTT = ("ttt_batch", "ttt_bn")
-_CROP_PADDING = 4  # the official TTT code's RandomCrop(32, padding=4)
-
-
-@dataclasses.dataclass
-class Settings:
-    """Options of the adaptation modes (see the module docstring for each mode).
-
-    The defaults are TENT's CIFAR settings for `tent` and the settings of the
-    TTT paper's standard version for `ttt`; `ttt_batch` and `ttt_bn` are this
-    package's own variants and their defaults are ours.
-
-    Attributes:
-      batch_size: test batch size of `bn`, `tent`, `ttt_batch` and `ttt_bn`
-        (TENT: 200); `ttt` predicts one image at a time whatever it is.
-      bn_prior: `bn`'s prior strength N (0: test-batch statistics only).
-      tent_lr, tent_steps, tent_episodic: TENT's Adam learning rate, steps
-        per batch, and whether to reset before every batch.
-      ttt_tasks: task names for `ttt`, `ttt_batch` and `ttt_bn` ("" = the
-        run's tasks with `probe_classes > 0`, e.g. rotation); `ttt` accepts
-        only such tasks.
-      ttt_lr: SGD learning rate of `ttt`, `ttt_batch` and `ttt_bn` (1e-3).
-      ttt_steps: `ttt`'s SGD steps per image (the paper: 1, and 10).
-      ttt_batch_size: `ttt`'s augmented copies per image (the paper: 32).
-      ttt_online: keep the TTT modes' adaptation across a cell's images or
-        batches (default: reset before every image / batch).
-      ttt_batch_steps: SGD steps per test batch of `ttt_batch` and `ttt_bn`.
-      ttt_momentum: SGD momentum of `ttt_batch` and `ttt_bn` (`ttt` has none).
-      ttt_params: what `ttt_batch` and `ttt_bn` update: "trunk" (all trunk
-        weights) or "bn" (batch-norm scale and shift).
-      seed: seed of the random transforms at test time and of the order of
-        the test stream.
-      shuffle: feed a cell's images in an order shuffled by `seed` (the
-        outputs come back in the original order). Test sets read from image
-        folders are sorted by class, and a batch of one or two classes has
-        batch statistics no deployed stream has: `bn` and `tent` would be
-        measured on a failure case of theirs instead of on i.i.d. batches.
-    """
-
-    batch_size: int = 200
-    bn_prior: float = 0.0
-    tent_lr: float = 1e-3
-    tent_steps: int = 1
-    tent_episodic: bool = False
-    ttt_tasks: str = ""
-    ttt_lr: float = 1e-3
-    ttt_steps: int = 1
-    ttt_batch_size: int = 32
-    ttt_online: bool = False
-    ttt_batch_steps: int = 3
-    ttt_momentum: float = 0.0
-    ttt_params: str = "trunk"
-    seed: int = 0
-    shuffle: bool = True
-
-
-def parse_modes(text):
-    """("none", "bn", …) from "none,bn,…", refusing unknown modes in one line."""
-    modes = [m.strip() for m in (text or "none").split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise UserError(f"unknown adaptation mode(s) {unknown}; choose from {', '.join(MODES)}")
-    return tuple(dict.fromkeys(modes))
-
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)
-
-
-def _batch_norm_affine(trunk):
-    """Indices into `trunk.trainable_variables` of the batch-norm scales and shifts."""
-    wanted = {
-        id(v)
-        for layer in _layers(trunk)
-        if isinstance(layer, keras.layers.BatchNormalization)
-        for v in layer.trainable_variables
-    }
-    return [i for i, v in enumerate(trunk.trainable_variables) if id(v) in wanted]
-
-
-def entropy(logits):
-    """Per-example Shannon entropy of softmax(logits) (nats)."""
-    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-    return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
-
-
-class _PriorBatchNormalization(keras.layers.BatchNormalization):
-    """Batch norm that always normalises with batch statistics mixed with the
-    training ones by a prior N (N = 0: the batch's alone), in any mode; it
-    never updates its moving averages."""
-
-    def __init__(self, prior=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.prior = float(prior)
-
-    def call(self, inputs, training=None, mask=None):
-        axes = [i for i in range(len(inputs.shape)) if i != self.axis % len(inputs.shape)]
-        x = tf.cast(inputs, tf.float32)
-        mean, variance = tf.nn.moments(x, axes=axes)
-        if self.prior > 0:
-            n = tf.cast(tf.shape(x)[0], tf.float32)
-            w = self.prior / (self.prior + n)
-            mean = w * tf.cast(self.moving_mean, tf.float32) + (1 - w) * mean
-            variance = w * tf.cast(self.moving_variance, tf.float32) + (1 - w) * variance
-        beta = None if self.beta is None else tf.cast(self.beta, tf.float32)
-        gamma = None if self.gamma is None else tf.cast(self.gamma, tf.float32)
-        out = tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
-        return tf.cast(out, inputs.dtype)
-
-
-def _with_prior_batch_norm(trunk, prior):
-    """A copy of `trunk` whose batch norms use prior-mixed statistics (weights copied)."""
-
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return _PriorBatchNormalization(prior=prior, **layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(trunk, clone_function=clone, recursive=True)
-    copy.set_weights(trunk.get_weights())
-    return copy
-
-
-def _batch_statistics_trunk(trunk, prior=0.0):
-    """`_with_prior_batch_norm`, checked to take the trunk's weights in its order.
-
-    Returns None (with a warning) for a trunk Keras cannot clone; the forwards
-    then run the trunk in training mode (batch statistics, and dropout if it
-    has any).
-    """
-    try:
-        copy = _with_prior_batch_norm(trunk, prior)
-    except Exception as e:  # noqa: BLE001 - any failure of cloning a user's trunk
-        warnings.warn(
-            f"test-time adaptation: cannot clone the trunk ({type(e).__name__}: {e}); batch statistics "
-            f"come from the trunk in training mode (dropout, if any, is on)",
-            stacklevel=3,
-        )
-        return None
-    for kind in ("trainable_variables", "non_trainable_variables"):
-        ours = [tuple(v.shape) for v in getattr(copy, kind)]
-        theirs = [tuple(v.shape) for v in getattr(trunk, kind)]
-        assert ours == theirs, f"the batch-statistics trunk's {kind} differ from the trunk's"
-    return copy
-
-
-def _crops_and_flips(image, copies, seed, padding=_CROP_PADDING):
-    """`copies` random crops (zero padding `padding`) of one [H, W, C] image, each flipped with p 1/2."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    offsets = tf.random.stateless_uniform(
-        [copies, 2],
-        seed=tf.random.experimental.stateless_fold_in(seed, 0),
-        minval=0,
-        maxval=2 * padding + 1,
-        dtype=tf.int32,
-    )
-    rows = offsets[:, :1] + tf.range(height)[None]  # [n, H]
-    cols = offsets[:, 1:] + tf.range(width)[None]  # [n, W]
-    crops = tf.gather(tf.gather(padded, rows), cols, axis=2, batch_dims=1)  # [n, H, W, C]
-    flip = tf.random.stateless_uniform([copies], seed=tf.random.experimental.stateless_fold_in(seed, 1)) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(crops, axis=[2]), crops)
-
-
-def _probe_batch(task, images, labels):
-    """Each image transformed by its own class (`task.probe_inputs` of every class, gathered)."""
-    stacked = tf.stack([task.probe_inputs(images, k) for k in range(task.probe_classes)], axis=1)
-    return tf.gather(stacked, labels, axis=1, batch_dims=1)
 
 
 class Adapter:
@@ -291,12 +125,12 @@ class Adapter:
         self._state = []  # (variable, value it is reset to)
         self._batch_trunk = None
         if mode != "none":
-            self._batch_trunk = _batch_statistics_trunk(self.trunk, s.bn_prior if mode == "bn" else 0.0)
+            self._batch_trunk = batch_statistics_trunk(self.trunk, s.bn_prior if mode == "bn" else 0.0)
         image_spec = tf.TensorSpec([None, *getattr(model, "image_shape", (None, None, None))], tf.float32)
         seed_spec = tf.TensorSpec([2], tf.int64)
-        if mode in ("tent", *_BATCH_TTT):
+        if mode in ("tent", *BATCH_TTT):
             if mode == "tent":
-                self._updated = _batch_norm_affine(self.trunk)
+                self._updated = batch_norm_affine(self.trunk)
                 self._optimizer = keras.optimizers.Adam(s.tent_lr)
             else:
                 self._tasks = self._batch_ttt_tasks(lambdas)
@@ -305,7 +139,7 @@ class Adapter:
                 self._updated = (
                     list(range(len(self.params)))
                     if s.ttt_params == "trunk"
-                    else _batch_norm_affine(self.trunk)
+                    else batch_norm_affine(self.trunk)
                 )
                 self._optimizer = keras.optimizers.SGD(s.ttt_lr, momentum=s.ttt_momentum)
             self._optimizer.build([self.params[i] for i in self._updated])
@@ -313,16 +147,16 @@ class Adapter:
             self._state += [(v, tf.identity(v.value)) for v in self._optimizer.variables]
             self._step = tf.function(self._step_fn, input_signature=[image_spec, seed_spec])
         if mode == "ttt":
-            self._image_tasks = self._image_ttt_tasks()
+            heads = dict(zip(model.task_names, model.heads_by_task))
+            self._image_ttt = ImageTTT([(t, heads[t.name]) for t in self._wanted_tasks()], s)
+            self.head_params = self._image_ttt.head_params
             self._state += list(zip(self.params, self._initial))
-            for task, _, variables, _ in self._image_tasks:
-                self.head_params[task.name] = variables
-                self._state += [(v, tf.identity(v)) for v in variables]
+            self._state += self._image_ttt.state
             self._adapt_image = tf.function(
                 self._adapt_image_fn,
                 input_signature=[tf.TensorSpec(image_spec.shape[1:], tf.float32), seed_spec],
             )
-        if mode in ("bn", *_BATCH_TTT):
+        if mode in ("bn", *BATCH_TTT):
             self._predict = tf.function(self._predict_fn, input_signature=[image_spec])
         if self._state:
             self._reset = tf.function(self._reset_fn, input_signature=[])
@@ -352,20 +186,6 @@ class Adapter:
         lambdas = lambdas or self.model.lambda_values()
         heads = dict(zip(self.model.task_names, self.model.heads_by_task))
         return [(t, heads[t.name], float(lambdas.get(t.name, 1.0))) for t in self._wanted_tasks()]
-
-    def _image_ttt_tasks(self):
-        heads = dict(zip(self.model.task_names, self.model.heads_by_task))
-        out = []
-        for task in self._wanted_tasks():
-            head = heads[task.name]
-            if not task.probe_classes or head is None:
-                raise UserError(
-                    f"--adapt=ttt adapts with tasks that classify a transformation of the image with their "
-                    f"own head (e.g. rotation); {task.name!r} does not (--adapt=ttt_batch takes any task)"
-                )
-            variables = [tf.Variable(v.value, trainable=True) for v in head.trainable_variables]
-            out.append((task, head, variables, [v.value for v in head.non_trainable_variables]))
-        return out
 
     # ------------------------------------------------------------------ state
     def _assign_initial(self):
@@ -434,35 +254,12 @@ class Adapter:
         self._optimizer.apply(grads, updated)
         return logits, loss
 
-    def _image_loss(self, image, seed):
-        """`ttt`'s loss on the augmented, transformed copies of one image."""
-        s = self.settings
-        copies = _crops_and_flips(image, s.ttt_batch_size, tf.random.experimental.stateless_fold_in(seed, 0))
-        values = self.values()
-        total = 0.0
-        for task, head, variables, head_non_trainable in self._image_tasks:
-            labels = random_indices(task.task_seed(seed), s.ttt_batch_size, task.probe_classes)
-            features = self._features(values, _probe_batch(task, copies, labels), True)
-            logits, _ = head.stateless_call(
-                [tf.convert_to_tensor(v) for v in variables], head_non_trainable, features, training=False
-            )
-            total += tf.reduce_mean(sparse_ce(labels, logits))
-        return total
-
     def _adapt_image_fn(self, image, seed):
         """`ttt` on one image: reset (episodic), the SGD steps, the prediction."""
         self.traces["image"] += 1
-        s = self.settings
-        if not s.ttt_online:
+        if not self.settings.ttt_online:
             self._assign_initial()
-        variables = self.params + [v for _, _, head_vars, _ in self._image_tasks for v in head_vars]
-        loss = tf.constant(0.0)
-        for step in range(s.ttt_steps):
-            with tf.GradientTape() as tape:
-                loss = self._image_loss(image, tf.random.experimental.stateless_fold_in(seed, step))
-            for variable, grad in zip(variables, tape.gradient(loss, variables)):
-                if grad is not None:
-                    variable.assign_sub(s.ttt_lr * tf.cast(grad, variable.dtype))
+        loss = self._image_ttt.steps(self.params, self._features, image, seed)
         return self._logits(self.values(), image[None], False)[0], loss
 
     def _predict_fn(self, images):
@@ -485,9 +282,15 @@ class Adapter:
 
     # ------------------------------------------------------------------ predict
     def predict(self, images):
-        """Logits of one test batch (float32 [N, H, W, 3] in [0, 1]), adapting as the mode says.
+        """Logits of one test batch, adapting as the mode says.
 
         `ttt` adapts to and predicts the batch's images one at a time, in order.
+
+        Args:
+          images: float32 [N, H, W, 3] in [0, 1].
+
+        Returns:
+          float32 [N, classes] logits (numpy).
         """
         images = tf.convert_to_tensor(images, tf.float32)
         start = time.perf_counter()
