@@ -1,5 +1,9 @@
 """Figures a user opens: what each task sees (the paper's Fig. 1) and λ over training (Fig. 2b).
 
+`plot_lambdas` draws one run's λ; `plot_lambda_trajectories` draws several
+runs side by side (one panel per recipe or weighting method, seeds as mean
+and band), as a study's lambdas.png does.
+
 Everything draws on `matplotlib.figure.Figure` with the Agg canvas, never on
 pyplot's global state, so the functions are safe in scripts, tests and
 notebooks alike and need no display. TensorFlow is imported only where images
@@ -8,6 +12,7 @@ are read or transformed, so plotting λ stays light.
 
 import csv
 import os
+import re
 
 import numpy as np
 
@@ -396,3 +401,229 @@ def draw_lambdas(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=fontsize)
     return True
+
+
+# λ trajectories of several runs side by side: panel geometry, panels per row.
+TRAJECTORY_PANEL_INCHES = (5.0, 3.6)
+TRAJECTORY_COLUMNS = 3
+TRAJECTORY_DPI = 100
+_SEED_FOLDER = re.compile(r"^seed_\d+$")
+
+
+def run_label(run_dir):
+    """The default label of a run in a λ figure: its folder's name.
+
+    A study's run <study>/<recipe>/seed_<s> is labelled <recipe>, so that the
+    seeds of one recipe share a label (and a panel).
+
+    Args:
+      run_dir: a run's directory.
+
+    Returns:
+      The label.
+    """
+    path = os.path.normpath(os.path.abspath(run_dir))
+    name = os.path.basename(path)
+    if _SEED_FOLDER.match(name):
+        return os.path.basename(os.path.dirname(path)) or name
+    return name
+
+
+def split_run_spec(spec):
+    """(label or None, directory) of "[label=]directory".
+
+    The text is a directory alone when it holds no "=", when what comes before
+    the first "=" holds a "/", or when the whole text is an existing directory.
+
+    Args:
+      spec: "directory" or "label=directory".
+
+    Returns:
+      (label, directory); label None when the text gives none.
+
+    Raises:
+      UserError: an empty label or directory.
+    """
+    label, sep, path = spec.partition("=")
+    if not sep or "/" in label or os.path.isdir(spec):
+        label, path = None, spec
+    else:
+        label = label.strip()
+    if label == "" or not path.strip():
+        raise UserError(f"expected [label=]<run directory>; got {spec!r}")
+    return label, path.strip()
+
+
+def group_runs(specs):
+    """{label: [run directories]} from "[label=]directory" strings, in order.
+
+    Runs under one label are the seeds of one panel; an unlabelled run takes
+    `run_label` (a study's <recipe>/seed_<s> share <recipe>).
+
+    Args:
+      specs: strings "directory" or "label=directory" (`split_run_spec`).
+
+    Returns:
+      dict label -> list of directories, in the order the labels first appear.
+
+    Raises:
+      UserError: an empty label or directory.
+    """
+    runs = {}
+    for spec in specs:
+        label, path = split_run_spec(spec)
+        runs.setdefault(label or run_label(path), []).append(path)
+    return runs
+
+
+def _read_run_lambdas(label, run):
+    if not os.path.isdir(run):
+        raise UserError(f"{label}: run directory {run!r} does not exist")
+    from robust_ssl import rundir
+
+    csv_path = os.path.join(run, rundir.LAMBDAS)
+    if not os.path.isfile(csv_path):
+        raise UserError(
+            f"{label}: {run!r} holds no {rundir.LAMBDAS} (written while a run with tasks trains); "
+            f"is it a training run's directory?"
+        )
+    return read_lambda_csv(csv_path)
+
+
+def _panel_title(label, methods, num_seeds, steps_agree):
+    """The label, how λ was learned unless the label says it, and what the lines are."""
+    method = " / ".join(dict.fromkeys(m or "fixed λ" for m in methods))
+    head = label if f"({method})" in label else f"{label} ({method})"
+    if num_seeds == 1:
+        return f"{head}\n1 run"
+    drawn = "mean, band: min–max" if steps_agree else "one thin line per seed"
+    return f"{head}\n{num_seeds} seeds: {drawn}"
+
+
+def draw_seeds(ax, trajectories, colours=None, fontsize=8):
+    """Draws λ of each task of one recipe's seeds into `ax`.
+
+    One seed draws as `draw_lambdas` does. Several seeds logged at the same
+    steps draw as the mean over seeds with a band from the lowest to the
+    highest seed; seeds logged at different steps draw one thin line each.
+    Tasks whose trajectories coincide in every seed draw as one line "a = b"
+    (`merge_equal`); the end of the warm-up is a dashed vertical line; when no
+    λ of any seed moves, a note lists the values.
+
+    Args:
+      ax: matplotlib Axes.
+      trajectories: list of (steps [T], dict task -> λ [T]), one per seed,
+        with the same tasks.
+      colours: optional dict task name -> colour.
+      fontsize: of the legend.
+
+    Returns:
+      True when curves were drawn, False when the panel holds the note.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    if len(trajectories) == 1 or all(is_constant(lambdas) for _, lambdas in trajectories):
+        steps, lambdas = trajectories[0]
+        return draw_lambdas(
+            ax, steps, lambdas, colours=colours, warmup_end_step=warmup_end(steps, lambdas), fontsize=fontsize
+        )
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    tasks = list(trajectories[0][1])
+    steps_agree = all(np.array_equal(steps, trajectories[0][0]) for steps, _ in trajectories)
+    every_seed = {
+        t: np.concatenate([np.asarray(lambdas[t], np.float64) for _, lambdas in trajectories]) for t in tasks
+    }
+    for label, names, _ in merge_equal(every_seed):
+        colour = (colours or {}).get(names[0])
+        if steps_agree:
+            stack = np.stack([np.asarray(lambdas[names[0]], np.float64) for _, lambdas in trajectories])
+            steps = trajectories[0][0]
+            ax.fill_between(steps, stack.min(axis=0), stack.max(axis=0), color=colour, alpha=0.2, linewidth=0)
+            ax.plot(steps, stack.mean(axis=0), color=colour, label=label, linewidth=1.6)
+        else:
+            for i, (steps, lambdas) in enumerate(trajectories):
+                ax.plot(
+                    steps,
+                    lambdas[names[0]],
+                    color=colour,
+                    label=label if i == 0 else None,
+                    linewidth=0.9,
+                    alpha=0.8,
+                )
+    ends = sorted({e for e in (warmup_end(s, lam) for s, lam in trajectories) if e is not None})
+    where = f"step {ends[0]}" if len(ends) == 1 else "steps " + ", ".join(map(str, ends))
+    for i, end in enumerate(ends):  # one legend entry ("_": not in the legend) for all seeds
+        label = f"end of warm-up ({where})"
+        ax.axvline(end, color="0.3", linestyle="--", linewidth=1.0, label=label if i == 0 else "_" + label)
+    ax.margins(y=0.12)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=fontsize)
+    return True
+
+
+def plot_lambda_trajectories(runs, path, title=None):
+    """λ trajectories of several runs side by side: one panel per label.
+
+    Each panel draws λ of every task against the training step, in the same
+    colour for a task in every panel, with its own y scale (the methods move λ
+    on very different scales). The panel's title gives the label, the
+    weighting method that learned λ (results.json's "weighting", see
+    `rundir.weighting_method`; "fixed λ" without one) unless the label holds
+    it as "(<method>)", and how the seeds are drawn (`draw_seeds`: one seed
+    as is, several as mean and min–max band). Every run is read before
+    anything is drawn, so a bad run writes no file.
+
+    Args:
+      runs: dict label -> a run directory or a list of them (the seeds of one
+        recipe), in panel order; e.g. {"automl4 (lookahead)":
+        ["runs/study/automl4/seed_0", "runs/study/automl4/seed_1"]}.
+      path: PNG file to write (its folder is created).
+      title: the figure's title (default: says what is drawn).
+
+    Returns:
+      The path written.
+
+    Raises:
+      UserError: no runs; a run directory that does not exist or holds no
+        lambdas.csv; a malformed lambdas.csv (`read_lambda_csv`); seeds of one
+        label that log different tasks.
+    """
+    from robust_ssl import rundir
+
+    panels = []
+    for label, dirs in dict(runs or {}).items():
+        dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
+        if not dirs:
+            raise UserError(f"{label}: no run directory given")
+        trajectories = [_read_run_lambdas(label, os.fspath(d)) for d in dirs]
+        tasks = [list(lambdas) for _, lambdas in trajectories]
+        if any(t != tasks[0] for t in tasks):
+            raise UserError(
+                f"{label}: its runs log different tasks ({'; '.join(','.join(t) for t in tasks)}); "
+                f"give each its own label"
+            )
+        methods = [rundir.weighting_method(os.fspath(d)) for d in dirs]
+        panels.append((str(label), methods, trajectories))
+    if not panels:
+        raise UserError("no run to plot: give at least one run directory")
+    colours = {}
+    for _, _, trajectories in panels:
+        for task in trajectories[0][1]:
+            colours.setdefault(task, f"C{len(colours) % 10}")
+
+    columns = min(TRAJECTORY_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    width, height = TRAJECTORY_PANEL_INCHES
+    fig = new_figure((width * columns, height * rows + 0.5), TRAJECTORY_DPI)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (label, methods, trajectories) in zip(axes, panels):
+        steps_agree = all(np.array_equal(s, trajectories[0][0]) for s, _ in trajectories)
+        if draw_seeds(ax, trajectories, colours=colours):
+            ax.set_ylabel("λ (weight of the task loss)")
+        ax.set_title(_panel_title(label, methods, len(trajectories), steps_agree), fontsize=10)
+    for ax in axes[len(panels) :]:
+        ax.remove()
+    fig.suptitle(title or "λ of each self-supervision task during training", fontsize=12)
+    return save_png(fig, path, TRAJECTORY_DPI)

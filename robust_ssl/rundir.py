@@ -267,6 +267,42 @@ def read_config(run_dir):
     return ml_collections.ConfigDict(data)
 
 
+# The weighting method of a run whose config.json predates `automl.method`
+# (robust_ssl.weighting.DEFAULT_METHOD; not imported here: it loads TensorFlow).
+DEFAULT_WEIGHTING = "lookahead"
+# What results.json says of a run whose λ was not learned.
+FIXED_WEIGHTING = "fixed"
+
+
+def weighting_method(run_dir):
+    """How a run learned λ: the name of its weighting method, or None where λ was not learned.
+
+    results.json names the method (key "weighting", "fixed" without AutoML).
+    A run without results.json (not finished), or finished before
+    results.json named it, is read from config.json: `automl.enabled` with
+    tasks means `automl.method`, the lookahead where the config predates that
+    key.
+
+    Args:
+      run_dir: a training run's directory.
+
+    Returns:
+      The method's name ("lookahead", "uncertainty", "gradnorm",
+      "auto_lambda", …), or None for fixed λ, no tasks, or neither file.
+
+    Raises:
+      UserError: an unreadable results.json or config.json.
+    """
+    results = _optional_json(run_dir, RESULTS) or {}
+    name = results.get("weighting")
+    if name is None:
+        config = _optional_json(run_dir, CONFIG) or {}
+        automl = config.get("automl") or {}
+        if automl.get("enabled") and config.get("tasks"):
+            name = automl.get("method") or DEFAULT_WEIGHTING
+    return None if name in (None, FIXED_WEIGHTING) else str(name)
+
+
 def write_config(config_dict, workdir):
     """Writes a run's resolved config (a JSON-safe dict) to <workdir>/config.json; returns the path."""
     return write_json(os.path.join(workdir, CONFIG), config_dict, sort_keys=True)

@@ -5,12 +5,14 @@ config or a file, optionally with its own overrides) with the same overrides
 for all — network, data, epochs, batch — and each seed, evaluates each run on
 a CIFAR-10-C set generated once from the study's clean test images (the 19
 corruptions × 5 severities), and writes one table (`study.md`, `study.csv`,
-`study.json`) and one figure (`study.png`):
+`study.json`) and two figures (`study.png`, the accuracies; `lambdas.png`, the
+λ trajectories of every recipe that learned λ, all seeds):
 
-clean accuracy; mean accuracy over the 15 benchmark corruptions and over all
-19; mCE (sum of errors over the 15 benchmark corruptions and 5 severities)
-relative to the first entry, as Hendrycks & Dietterich normalise; mean
-accuracy per corruption family (noise, blur, weather, digital, and the 4
+the weighting method that learned λ (results.json's "weighting", – where λ
+is fixed or there are no tasks); clean accuracy; mean accuracy over the 15
+benchmark corruptions and over all 19; mCE (sum of errors over the 15
+benchmark corruptions and 5 severities) relative to the first entry, as
+Hendrycks & Dietterich normalise; mean accuracy per corruption family (noise, blur, weather, digital, and the 4
 extra); λ at the end; the final meta loss of AutoML runs; wall time; and with
 several seeds the spread (standard deviation) of each figure.
 
@@ -19,7 +21,7 @@ retrained, nor rescored once its robustness reports are whole (no
 robustness_partial.json left); an interrupted run resumes from its
 checkpoint, an interrupted scoring from its finished cells; the generated
 CIFAR-10-C set is written once (each file atomically), and the table and
-figure are written again from the runs' files.
+figures are written again from the runs' files.
 
 An entry is `label=config:key=value,key=value` (label and overrides optional),
 e.g. `fixed4=automl4:automl.enabled=False` or `automl4_lr=automl4:automl.alpha=lr`.
@@ -47,6 +49,10 @@ FAMILIES = {
 }
 CORRUPTED_DIR = "cifar10c"
 TABLE_FILES = ("study.md", "study.csv", "study.json", "study.png")
+# λ trajectories of the recipes with learned λ (written when there is one).
+LAMBDA_FIGURE = "lambdas.png"
+# The method of a recipe without learned λ (fixed λ, or no tasks).
+NO_METHOD = "–"
 
 
 @dataclasses.dataclass
@@ -239,6 +245,7 @@ def run_one(entry, config, run, corrupted, log=print):
     summary = robustness["summary"]
     return {
         "label": entry.label,
+        "method": rundir.weighting_method(run) or NO_METHOD,
         "config": entry.config,
         "seed": int(config.seed),
         "run": run,
@@ -270,7 +277,13 @@ def _aggregate(rows, reference_errors):
     table = []
     for label in dict.fromkeys(r["label"] for r in rows):
         group = [r for r in rows if r["label"] == label]
-        out = {"label": label, "config": group[0]["config"], "seeds": [r["seed"] for r in group]}
+        out = {
+            "label": label,
+            # Every seed of a recipe learns λ the same way; shown all the same should one differ.
+            "method": " / ".join(dict.fromkeys(r.get("method", NO_METHOD) for r in group)),
+            "config": group[0]["config"],
+            "seeds": [r["seed"] for r in group],
+        }
         out["num_train"] = sorted({r.get("num_train") for r in group if r.get("num_train") is not None})
         for key in (
             "clean_accuracy",
@@ -324,7 +337,17 @@ def markdown(table, title="Robustness study"):
     """The study table in markdown."""
     families = list(FAMILIES)
     header = (
-        ["recipe", "seeds", "train images", "clean", "mean 15", "Δ mean 15", "mean 19", "mCE (rel.)"]
+        [
+            "recipe",
+            "method",
+            "seeds",
+            "train images",
+            "clean",
+            "mean 15",
+            "Δ mean 15",
+            "mean 19",
+            "mCE (rel.)",
+        ]
         + families
         + ["λ at the end", "meta loss", "wall time"]
     )
@@ -336,6 +359,7 @@ def markdown(table, title="Robustness study"):
         counts = row.get("num_train") or []
         cells = [
             row["label"],
+            row.get("method", NO_METHOD),
             str(len(row["seeds"])),
             " / ".join(f"{n:,}" for n in counts) or "–",
             _pct(row["clean_accuracy"], row["clean_accuracy_std"]),
@@ -351,7 +375,8 @@ def markdown(table, title="Robustness study"):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Accuracies in %; train images: the training images each run saw; mean 15: over the 15 "
+        "method: the weighting method that learned λ (`automl.method`), – where λ is fixed or there "
+        "are no tasks; accuracies in %; train images: the training images each run saw; mean 15: over the 15 "
         "benchmark corruptions × 5 severities; Δ mean 15: minus the first recipe "
         f"({table[0]['label']}), in points, '(within spread)' where it is no larger than the sum of "
         "the two recipes' standard deviations over seeds; mean 19: with the 4 extra; mCE (rel.): "
@@ -402,6 +427,57 @@ def plot(table, path, title="Robustness study"):
     diff_ax.set_xticks(x, [name for name, _ in groups])
     fig.tight_layout()
     return figures.save_png(fig, path, dpi=120)
+
+
+def lambda_runs(rows, log=print):
+    """The runs of the recipes that learned λ, for `figures.plot_lambda_trajectories`.
+
+    Args:
+      rows: the study's rows, one per run (`run_one`), in table order.
+      log: function for a line about each run left out (no lambdas.csv).
+
+    Returns:
+      {"<label> (<method>)": [run directories, one per seed]}, empty when no
+      recipe learned λ.
+    """
+    runs = {}
+    for row in rows:
+        method = row.get("method", NO_METHOD)
+        if method == NO_METHOD:
+            continue
+        if not os.path.isfile(os.path.join(row["run"], rundir.LAMBDAS)):
+            log(f"[{row['label']}] {row['run']} holds no {rundir.LAMBDAS}: left out of {LAMBDA_FIGURE}")
+            continue
+        runs.setdefault(f"{row['label']} ({method})", []).append(row["run"])
+    return runs
+
+
+def plot_lambdas(rows, path, title="Robustness study", log=print):
+    """λ trajectories of every recipe that learned λ, all seeds, one panel per recipe.
+
+    The figure is an addition to the table: a λ file it cannot read is one
+    logged line, not the study's failure.
+
+    Args:
+      rows: the study's rows, one per run (`run_one`), in table order.
+      path: PNG file to write.
+      title: the study's title (the figure's title names λ and it).
+      log: function for progress lines.
+
+    Returns:
+      The path written, or None when no recipe learned λ (or the figure
+      could not be drawn).
+    """
+    from robust_ssl import figures
+
+    runs = lambda_runs(rows, log)
+    if not runs:
+        return None
+    try:
+        return figures.plot_lambda_trajectories(runs, path, title=f"λ of each task during training: {title}")
+    except UserError as e:
+        log(f"{LAMBDA_FIGURE} not written: {e}")
+        return None
 
 
 def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=print, same_train_images=True):
@@ -461,17 +537,20 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
     )
     _write_csv(table, paths["study.csv"])
     plot(table, paths["study.png"], title)
+    lambdas = plot_lambdas(rows, os.path.join(workdir, LAMBDA_FIGURE), title, log)
+    if lambdas:
+        paths[LAMBDA_FIGURE] = lambdas
     log(f"study of {len(rows)} run(s) done in {time.time() - start:.0f} s this session")
     return table, paths
 
 
 def _write_csv(table, path):
-    fields = ["label", "config", "seeds", "num_train", "clean_accuracy", "mean_accuracy_benchmark"]
+    fields = ["label", "method", "config", "seeds", "num_train", "clean_accuracy", "mean_accuracy_benchmark"]
     fields += ["mean_accuracy_benchmark_std", "mean_accuracy_all"]
     fields += ["mce_relative", *(f"family_{f}" for f in FAMILIES), "lambdas", "meta_loss", "wall_time_s"]
     lines = [",".join(fields)]
     for row in table:
-        values = [row["label"], row["config"], " ".join(map(str, row["seeds"]))]
+        values = [row["label"], row.get("method", NO_METHOD), row["config"], " ".join(map(str, row["seeds"]))]
         values += [" ".join(map(str, row.get("num_train") or []))]
         values += [
             row[k]

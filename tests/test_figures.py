@@ -279,3 +279,99 @@ def test_plot_lambdas_tool_errors(tmp_path):
     result = run_tool(PLOT_LAMBDAS, cwd=tmp_path)
     assert_one_line_error(result, "--workdir", "--csv")
     assert not list(tmp_path.glob("*.png"))
+
+
+# ------------------------------------------------------- λ of several runs side by side
+def write_run(root, name, method, steps, rows, names=("rotation", "color", "ir", "bir")):
+    """A run directory with lambdas.csv and the results.json naming its weighting method."""
+    run = root / name
+    run.mkdir(parents=True)
+    write_lambda_csv(str(run / "lambdas.csv"), steps, rows, names)
+    (run / "results.json").write_text(f'{{"weighting": "{method}"}}')
+    return str(run)
+
+
+def two_methods_two_seeds(root):
+    """{label: [seed_0, seed_1]} of a lookahead and a GradNorm recipe, laid out as a study lays them out."""
+    runs = {}
+    for label, method, scale in (("automl4", "lookahead", 0.05), ("gradnorm4", "gradnorm", 0.6)):
+        for seed in (0, 1):
+            _, steps, rows = warmup_then_moving_csv(str(root / "tmp.csv"))
+            rows = [[0.5 + (seed + 1) * scale * (v - 0.5) for v in row] for row in rows]
+            run = write_run(root, f"{label}/seed_{seed}", method, steps, rows)
+            runs.setdefault(f"{label} ({method})", []).append(run)
+    return runs
+
+
+def trajectory_pixels(panels):
+    columns = min(figures.TRAJECTORY_COLUMNS, panels)
+    rows = -(-panels // columns)
+    width, height = figures.TRAJECTORY_PANEL_INCHES
+    return int(round((height * rows + 0.5) * figures.TRAJECTORY_DPI)), int(
+        round(width * columns * figures.TRAJECTORY_DPI)
+    )
+
+
+def test_plot_lambda_trajectories_of_two_methods_and_two_seeds(tmp_path):
+    runs = two_methods_two_seeds(tmp_path)
+    path = figures.plot_lambda_trajectories(runs, str(tmp_path / "out" / "lambdas.png"))
+    assert read_png(path).shape[:2] == trajectory_pixels(2)
+    # One run directory per label works too, and five panels wrap onto two rows.
+    five = {f"run {i}": runs["automl4 (lookahead)"][0] for i in range(5)}
+    path = figures.plot_lambda_trajectories(five, str(tmp_path / "five.png"), title="five")
+    assert read_png(path).shape[:2] == trajectory_pixels(5)
+
+
+def test_plot_lambda_trajectories_refuses_a_run_without_lambdas(tmp_path):
+    runs = two_methods_two_seeds(tmp_path)
+    (tmp_path / "baseline" / "seed_0").mkdir(parents=True)
+    out = str(tmp_path / "lambdas.png")
+    with pytest.raises(UserError, match=r"baseline: .*baseline/seed_0.* holds no lambdas.csv"):
+        figures.plot_lambda_trajectories({**runs, "baseline": [str(tmp_path / "baseline" / "seed_0")]}, out)
+    with pytest.raises(UserError, match="run directory .*nowhere.* does not exist"):
+        figures.plot_lambda_trajectories({"x": str(tmp_path / "nowhere")}, out)
+    with pytest.raises(UserError, match="no run to plot"):
+        figures.plot_lambda_trajectories({}, out)
+    other = write_run(tmp_path, "other", "lookahead", [1, 2], [[0.5], [0.6]], names=("jigsaw",))
+    with pytest.raises(UserError, match="log different tasks"):
+        figures.plot_lambda_trajectories({"mixed": [runs["automl4 (lookahead)"][0], other]}, out)
+    assert not os.path.exists(out)  # every run is read before anything is drawn
+
+
+def test_group_runs_labels_a_studys_seeds_by_their_recipe(tmp_path):
+    (tmp_path / "a=b").mkdir()
+    specs = [
+        "runs/study/automl4/seed_0",
+        "runs/study/automl4/seed_1",
+        "GN=runs/study/gradnorm4/seed_0",
+        "runs/solo",
+        str(tmp_path / "a=b"),
+    ]
+    assert figures.group_runs(specs) == {
+        "automl4": ["runs/study/automl4/seed_0", "runs/study/automl4/seed_1"],
+        "GN": ["runs/study/gradnorm4/seed_0"],
+        "solo": ["runs/solo"],
+        "a=b": [str(tmp_path / "a=b")],
+    }
+    assert figures.split_run_spec("runs/x") == (None, "runs/x")
+    with pytest.raises(UserError, match="label=.*run directory"):
+        figures.split_run_spec("=runs/x")
+    with pytest.raises(UserError, match="label=.*run directory"):
+        figures.split_run_spec("x=")
+
+
+def test_plot_lambdas_tool_with_several_workdirs(tmp_path):
+    runs = two_methods_two_seeds(tmp_path)
+    flags = [f"--workdir={run}" for run in runs["automl4 (lookahead)"]]
+    flags.append(f"--workdir=GradNorm={runs['gradnorm4 (gradnorm)'][0]}")
+    result = run_tool(PLOT_LAMBDAS, *flags, "--output=plots/all.png", "--title=two methods", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "automl4: 2 run(s)" in result.stdout and "GradNorm: 1 run(s)" in result.stdout
+    assert read_png(tmp_path / "plots" / "all.png").shape[:2] == trajectory_pixels(2)
+    # Several runs need --output; a run without lambdas.csv is one error line; nothing is written.
+    result = run_tool(PLOT_LAMBDAS, *flags, cwd=tmp_path)
+    assert_one_line_error(result, "--output")
+    (tmp_path / "empty").mkdir()
+    result = run_tool(PLOT_LAMBDAS, *flags, "--workdir=empty", "--output=bad.png", cwd=tmp_path)
+    assert_one_line_error(result, "empty", "holds no lambdas.csv")
+    assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*.png"))

@@ -200,6 +200,73 @@ def test_merge_equal_and_format_values():
     assert figures.is_constant({"a": [1, 1], "b": [2, 2]}) and not figures.is_constant({"a": [1, 2]})
 
 
+def trajectory_runs(root, steps_of_seed=lambda seed: range(0, 301, 10)):
+    """{label: [seed runs]}: lookahead (small moves), GradNorm (large) × 2 seeds, and a fixed-λ run."""
+    runs = {}
+    for label, method, scale in (("automl4 (lookahead)", "lookahead", 0.02), ("gradnorm4", "gradnorm", 0.8)):
+        for seed in (0, 1):
+            run = root / label.split()[0] / f"seed_{seed}"
+            run.mkdir(parents=True)
+            steps = list(steps_of_seed(seed))
+            t = np.clip((np.array(steps) - 100) / 200, 0, None)
+            with open(run / "lambdas.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["step", "epoch", "rotation", "color", "ir"])
+                for i, step in enumerate(steps):
+                    moved = (1 + 0.2 * seed) * scale * t[i]
+                    writer.writerow([step, 1, 0.5 + moved, 0.5 + moved, 0.5 - moved])
+            (run / "results.json").write_text(json.dumps({"weighting": method}))
+            runs.setdefault(label, []).append(str(run))
+    fixed = write_run(root, "fixed4", False, {t: [0.5] * 31 for t in TASKS[:3]})
+    runs["fixed4"] = [fixed]
+    return runs
+
+
+def test_lambda_trajectories_name_the_method_and_keep_task_colours_across_panels(tmp_path, drawn):
+    figures.plot_lambda_trajectories(trajectory_runs(tmp_path), str(tmp_path / "lambdas.png"))
+    fig = drawn["lambdas.png"]
+    assert fig._suptitle is not None and "λ" in fig._suptitle.get_text()
+    lookahead, gradnorm, fixed = fig.axes
+    # The method in every title (not repeated where the label names it), and what the lines are.
+    assert lookahead.get_title().splitlines() == ["automl4 (lookahead)", "2 seeds: mean, band: min–max"]
+    assert gradnorm.get_title().splitlines()[0] == "gradnorm4 (gradnorm)"
+    assert fixed.get_title().splitlines() == ["fixed4 (fixed λ)", "1 run"]
+    for ax in (lookahead, gradnorm):
+        assert ax.get_xlabel() == "training step" and ax.get_ylabel().startswith("λ")
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["rotation = color", "ir", "end of warm-up (step 100)"]
+        assert len(ax.collections) == 2  # one min–max band per drawn line
+    # The same task in the same colour in every panel.
+    colours = [
+        {line.get_label(): line.get_color() for line in drawn_lines(ax)} for ax in (lookahead, gradnorm)
+    ]
+    assert colours[0] == colours[1] and len(set(colours[0].values())) == 2
+    # Own y scale per panel: the lookahead's ±0.02 is not drawn on GradNorm's ±1.
+    assert lookahead.get_ylim()[1] - lookahead.get_ylim()[0] < 0.2
+    assert gradnorm.get_ylim()[1] - gradnorm.get_ylim()[0] > 1.0
+    # A fixed-λ run: one note, not flat lines.
+    assert not fixed.get_lines() and texts(fixed)[0].startswith("λ fixed at")
+
+
+def test_lambda_trajectories_of_seeds_logged_at_different_steps_draw_one_line_per_seed(tmp_path, drawn):
+    runs = trajectory_runs(tmp_path, steps_of_seed=lambda seed: range(0, 301, 10 + 5 * seed))
+    figures.plot_lambda_trajectories(
+        {"automl4 (lookahead)": runs["automl4 (lookahead)"]}, str(tmp_path / "l.png")
+    )
+    (ax,) = drawn["l.png"].axes
+    assert ax.get_title().splitlines()[1] == "2 seeds: one thin line per seed"
+    curves = [line for line in ax.get_lines() if "end of warm-up" not in line.get_label()]
+    assert len(curves) == 4 and not ax.collections  # 2 lines × 2 seeds, no band
+    # The seeds' warm-ups end at different logged steps: both marked, one legend entry.
+    ends = [line for line in ax.get_lines() if "end of warm-up" in line.get_label()]
+    assert [line.get_xdata()[0] for line in ends] == [90, 100]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "rotation = color",
+        "ir",
+        "end of warm-up (steps 90, 100)",
+    ]
+
+
 # ----------------------------------------------------------------------- robustness figures
 def result_of(low, high, corruptions=cifar10c.ALL_CORRUPTIONS, severities=(1, 2, 3, 4, 5), seed=0):
     """A results dict whose cells fall from `high` (severity 1) to `low` (severity 5)."""

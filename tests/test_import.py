@@ -76,6 +76,17 @@ def test_a_command_that_reads_files_only_starts_no_tensorflow(tmp_path):
     assert status == 0, proc.stderr[-3000:]
     assert heavy == []
     assert (tmp_path / "lambdas.png").stat().st_size > 1000
+    # Several runs side by side, each run's method read from its results.json: no TensorFlow either.
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "lambdas.csv").write_text("step,rotation\n0,0.5\n10,0.6\n")
+        (tmp_path / name / "results.json").write_text('{"weighting": "gradnorm"}')
+    status, heavy, proc = cli_report(
+        "plot-lambdas", "--workdir=a", "--workdir=b", "--output=ab.png", cwd=tmp_path
+    )
+    assert status == 0, proc.stderr[-3000:]
+    assert heavy == []
+    assert (tmp_path / "ab.png").stat().st_size > 1000
 
 
 def test_a_command_sets_tensorflow_log_level_before_importing_it(tmp_path):

@@ -1,5 +1,6 @@
 """The robustness study tool on two tiny recipes: table, figure, resumption."""
 
+import csv
 import json
 import os
 
@@ -145,3 +146,194 @@ def test_the_leak_guard_holds_on_the_studys_shuffled_cifar10c(tmp_path):
             scored |= {bytes(image) for image in kept}
     assert len(meta_images) > 0 and not meta_images & scored
     assert len(clean_images) == 24
+
+
+# ----------------------------------------------------------------------- the method of each row
+def _fake_scored_run(run, weighting=None, lambdas=None, config=None, steps=(0, 10, 20, 30)):
+    """A run directory as a finished, scored run leaves it: nothing is trained or scored again."""
+    from robust_ssl.data import cifar10c
+    from robust_ssl.robustness import evaluation
+
+    run.mkdir(parents=True)
+    results = {"test_accuracy": 0.5, "lambdas": {}, "num_train": 64, "wall_time_s": 60.0}
+    if weighting is not None:
+        results["weighting"] = weighting
+    if lambdas:
+        results["lambdas"] = {t: values[-1] for t, values in lambdas.items()}
+        with open(run / "lambdas.csv", "w") as f:
+            f.write(",".join(["step", "epoch", *lambdas]) + "\n")
+            for i, step in enumerate(steps):
+                f.write(",".join(map(str, [step, 1, *(v[i] for v in lambdas.values())])) + "\n")
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "config.json").write_text(json.dumps(config or {}))
+    cells = [
+        {
+            "corruption": c,
+            "severity": s,
+            "accuracy": 0.4,
+            "error": 0.6,
+            "ece": 0.1,
+            "nll": 1.0,
+            "num_images": 8,
+        }
+        for c in cifar10c.ALL_CORRUPTIONS
+        for s in cifar10c.SEVERITIES
+    ]
+    result = {
+        "cells": cells,
+        "clean": {"accuracy": 0.5, "error": 0.5, "ece": 0.1, "nll": 1.0, "num_images": 8},
+    }
+    (run / "robustness").mkdir()
+    (run / "robustness" / "robustness.json").write_text(json.dumps({**result, "settings": {}}))
+    assert evaluation.load_results(str(run / "robustness" / "robustness.json"))["summary"]
+
+
+def _fake_study(workdir, missing_lambdas=()):
+    """fixed4, automl4 and gradnorm4 × seeds 0, 1 as finished runs, and the study's CIFAR-10-C set."""
+    from robust_ssl.data import cifar10c
+
+    corrupted = workdir / study.CORRUPTED_DIR
+    corrupted.mkdir(parents=True)
+    for name in ("labels", *cifar10c.ALL_CORRUPTIONS):  # only their presence is checked
+        (corrupted / f"{name}.npy").write_bytes(b"")
+    tasks = ("rotation", "color", "ir", "bir")
+    for seed in (0, 1):
+        _fake_scored_run(workdir / "fixed4" / f"seed_{seed}", "fixed", {t: [0.5] * 4 for t in tasks})
+        for label, method, scale in (("automl4", "lookahead", 0.01), ("gradnorm4", "gradnorm", 0.5)):
+            moving = {
+                t: [0.5, 0.5, 0.5 + scale * (i - 1.5), 0.5 + (seed + 1) * scale * (i - 1.5)]
+                for i, t in enumerate(tasks)
+            }
+            _fake_scored_run(
+                workdir / label / f"seed_{seed}",
+                method,
+                None if (label, seed) in missing_lambdas else moving,
+            )
+
+
+def test_study_rows_name_their_weighting_method_and_the_lambda_figure_covers_every_learned_recipe(
+    tmp_path, monkeypatch
+):
+    """Finished runs on disk: nothing trains, the tables carry `method`, lambdas.png has one panel per method."""
+    from robust_ssl import figures
+
+    drawn = {}
+    original = figures.save_png
+
+    def keep(fig, path, dpi):  # the Figures saved, by file name
+        drawn[os.path.basename(path)] = fig
+        return original(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "save_png", keep)
+    workdir = tmp_path / "study"
+    _fake_study(workdir)
+    lines = []
+    table, paths = study.run_study(
+        ["fixed4", "automl4", "gradnorm4"], str(workdir), seeds=(0, 1), log=lines.append
+    )
+    assert [(row["label"], row["method"]) for row in table] == [
+        ("fixed4", "–"),
+        ("automl4", "lookahead"),
+        ("gradnorm4", "gradnorm"),
+    ]
+    saved = json.loads((workdir / "study.json").read_text())
+    assert [row["method"] for row in saved["table"]] == ["–", "lookahead", "gradnorm"]
+    assert [row["method"] for row in saved["runs"]] == [
+        "–",
+        "–",
+        "lookahead",
+        "lookahead",
+        "gradnorm",
+        "gradnorm",
+    ]
+    markdown = (workdir / "study.md").read_text()
+    assert "| recipe | method | seeds |" in markdown
+    assert "| fixed4 | – | 2 |" in markdown and "| automl4 | lookahead | 2 |" in markdown
+    assert "| gradnorm4 | gradnorm | 2 |" in markdown
+    with open(workdir / "study.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["method"]) for r in rows] == [
+        ("fixed4", "–"),
+        ("automl4", "lookahead"),
+        ("gradnorm4", "gradnorm"),
+    ]
+    # The λ figure: the two recipes that learned λ, both seeds, the method in each title.
+    assert paths[study.LAMBDA_FIGURE] == str(workdir / "lambdas.png") and (workdir / "lambdas.png").is_file()
+    titles = [ax.get_title() for ax in drawn["lambdas.png"].axes]
+    assert len(titles) == 2
+    assert titles[0].startswith("automl4 (lookahead)") and titles[1].startswith("gradnorm4 (gradnorm)")
+    assert all("2 seeds" in t for t in titles)
+    assert not any("left out" in line for line in lines)
+
+
+def test_a_learned_run_without_lambdas_is_left_out_of_the_figure_with_a_line(tmp_path):
+    workdir = tmp_path / "study"
+    _fake_study(workdir, missing_lambdas={("gradnorm4", 0), ("gradnorm4", 1), ("automl4", 1)})
+    lines = []
+    table, paths = study.run_study(
+        ["fixed4", "automl4", "gradnorm4"], str(workdir), seeds=(0, 1), log=lines.append
+    )
+    assert [row["method"] for row in table] == ["–", "lookahead", "gradnorm"]  # still named: results.json
+    assert sum("lambdas.csv: left out of lambdas.png" in line for line in lines) == 3
+    assert study.lambda_runs(
+        json.loads((workdir / "study.json").read_text())["runs"], log=lambda _: None
+    ) == {"automl4 (lookahead)": [str(workdir / "automl4" / "seed_0")]}
+    assert study.LAMBDA_FIGURE in paths
+    # A study without learned λ draws no λ figure.
+    rows = [r for r in json.loads((workdir / "study.json").read_text())["runs"] if r["method"] == "–"]
+    assert study.plot_lambdas(rows, str(tmp_path / "none.png"), log=lines.append) is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_the_method_of_a_run_from_results_or_its_config(tmp_path):
+    from robust_ssl import rundir, weighting
+
+    assert rundir.DEFAULT_WEIGHTING == weighting.DEFAULT_METHOD
+    tasks = {"tasks": "rotation,color"}
+    cases = {
+        "named": (
+            {"weighting": "uncertainty"},
+            {**tasks, "automl": {"enabled": True, "method": "gradnorm"}},
+            "uncertainty",
+        ),
+        "fixed": ({"weighting": "fixed"}, tasks, None),
+        "old_automl": ({}, {**tasks, "automl": {"enabled": True}}, "lookahead"),  # before automl.method
+        "unfinished": (None, {**tasks, "automl": {"enabled": True, "method": "auto_lambda"}}, "auto_lambda"),
+        "old_fixed": ({}, {**tasks, "automl": {"enabled": False}}, None),
+        "no_tasks": ({}, {"tasks": "", "automl": {"enabled": True}}, None),
+    }
+    for name, (results, config, expected) in cases.items():
+        run = tmp_path / name
+        run.mkdir()
+        if results is not None:
+            (run / "results.json").write_text(json.dumps(results))
+        (run / "config.json").write_text(json.dumps(config))
+        assert rundir.weighting_method(str(run)) == expected, name
+    assert rundir.weighting_method(str(tmp_path / "nothing")) is None
+    (tmp_path / "named" / "results.json").write_text("{")
+    with pytest.raises(UserError, match="cannot read"):
+        rundir.weighting_method(str(tmp_path / "named"))
+
+
+def test_markdown_and_plot_of_a_table_without_methods_still_work(tmp_path):
+    """Tables built before rows carried the method (an older study.json) still print and plot."""
+    row = {
+        "label": "a",
+        "config": "a",
+        "seeds": [0],
+        "num_train": [64],
+        "clean_accuracy": 0.5,
+        "clean_accuracy_std": None,
+        "mean_accuracy_benchmark": 0.4,
+        "mean_accuracy_benchmark_std": None,
+        "mean_accuracy_all": 0.4,
+        "mean_accuracy_all_std": None,
+        "mce_relative": 1.0,
+        "mce_relative_std": None,
+        "families": dict.fromkeys(study.FAMILIES, 0.4),
+        "lambdas": {},
+        "meta_loss": None,
+        "wall_time_s": 60.0,
+    }
+    assert "| a | – | 1 |" in study.markdown([row], "old")
+    assert os.path.isfile(study.plot([row], str(tmp_path / "old.png"), "old"))

@@ -11,7 +11,9 @@ one more recipe written `[label=]config[:key=value,key=value]`, a config
 with its own overrides, under a label of its own. Every --set applies to all (the common budget: network, data, epochs, batch). Each run trains
 into <workdir>/<label>/seed_<s>, is scored on a CIFAR-10-C set generated once
 from the study's clean test images (19 corruptions x 5 severities), and the
-study writes study.md, study.csv, study.json and study.png in --workdir.
+study writes study.md, study.csv, study.json and study.png in --workdir (each
+row names the weighting method that learned its λ, – for fixed λ), and
+lambdas.png: the λ trajectories of every recipe that learned λ, all seeds.
 The first recipe is the reference of the relative mCE and of the differences.
 When a recipe holds training images out for its meta loss (AutoML), every
 recipe leaves the same images out (--nosame_train_images: each trains on all
