@@ -1,17 +1,18 @@
-"""The λ search: the keras-tuner tuner, its bookkeeping and its results.
+"""The λ search: the command's run from settings to the best trial's files.
 
 `search(config, workdir, tuner="random", max_trials=10)` runs (or resumes) a
 keras-tuner search over the fixed λ_i of `config.tasks` (and optionally the
-learning rate) with the hypermodel of `robust_ssl.tuning.hypermodel`, keeps
-search.json's account of time current (`_Recorder`), and at the end writes the
-best trial's files (`trials`, `best_config`).
+learning rate) with the hypermodel of `robust_ssl.tuning.hypermodel` and the
+tuner of `robust_ssl.tuning.tuner`, keeps search.json's account of time
+current (`robust_ssl.tuning.recorder`), and at the end writes the best
+trial's files (`trials`, `best_config`).
 
 Killed at any moment (SIGKILL, a power cut), the same command resumes: a
 finished trial is not run again, the trial that was running is run again
-with the same values. keras-tuner writes its state files in place; here they
-are written to a temporary file and renamed (`_write_state`), so that a kill
-never leaves half of one, and the state of a kill between two of its files is
-mended before it is reloaded (`_mend_after_kill`).
+with the same values. keras-tuner's state files are written whole, and the
+state of a kill between two of them is mended before it is reloaded
+(`robust_ssl.tuning.resume`). A workdir holding a search with other
+settings is refused (`_check_resumable`).
 
 The workdir of a search holds (names: `robust_ssl.rundir`):
   keras_tuner/        keras-tuner's project (oracle.json, trial_<id>/trial.json,
@@ -28,12 +29,10 @@ The workdir of a search holds (names: `robust_ssl.rundir`):
                       `robust-ssl evaluate --workdir=<workdir>` scores it
 """
 
-import datetime
-import json
 import os
 import time
 
-from robust_ssl import config_utils, configs, killpoints, rundir
+from robust_ssl import config_utils, configs, rundir
 from robust_ssl.errors import ConfigError, UserError
 from robust_ssl.tasks import parse_task_names
 from robust_ssl.tuning import best_config, trials
@@ -41,289 +40,12 @@ from robust_ssl.tuning.hypermodel import (
     LEARNING_RATE,
     OBJECTIVE,
     SearchSpace,
-    import_keras_tuner,
     lambda_hp_name,
     load_search_data,
     make_hypermodel,
 )
-
-TUNERS = ("random", "bayesian", "hyperband")
-
-
-def _check_tuner_dependencies(kind):
-    """keras-tuner's Bayesian oracle needs scikit-learn, an optional dependency of keras-tuner."""
-    if kind == "bayesian":
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "--tuner=bayesian needs scikit-learn: pip install 'keras-tuner[bayesian]' "
-                "(or pip install scikit-learn)"
-            ) from None
-
-
-def make_tuner(
-    kind, hypermodel, workdir, max_trials, seed=1, overwrite=False, hyperband_factor=3, recorder=None
-):
-    """A keras-tuner tuner of the given kind with its project in <workdir>/keras_tuner.
-
-    With `overwrite=False` an existing project is reloaded: finished trials are
-    kept, a trial that was running when the search stopped is run again (same
-    id and values), and `max_trials` counts all trials, old and new.
-
-    Args:
-      kind: "random", "bayesian" or "hyperband".
-      hypermodel: from `make_hypermodel`.
-      workdir: the search's workdir.
-      max_trials: total number of trials (also caps Hyperband's brackets).
-      seed: the oracle's seed (keras-tuner treats 0 as "pick one at random").
-      overwrite: delete an existing project first.
-      hyperband_factor: Hyperband's reduction factor.
-      recorder: optional object with trial_begin(id) / trial_end(id).
-
-    Returns:
-      A `keras_tuner.Tuner`.
-    """
-    keras_tuner = import_keras_tuner()
-    if kind not in TUNERS:
-        raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
-    if int(max_trials) < 1:
-        raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
-    _check_tuner_dependencies(kind)
-    _atomic_trial_files()
-    project = os.path.join(workdir, rundir.TUNER_PROJECT)
-    if not overwrite:
-        _reload_an_oracle_without_its_tuner_file(project)
-        _mend_after_kill(project)
-    common = dict(
-        objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
-        directory=workdir,
-        project_name=rundir.TUNER_PROJECT,
-        overwrite=overwrite,
-        seed=int(seed),
-        # A diverging λ (NaN loss) fails its trial; the search goes on.
-        max_consecutive_failed_trials=3,
-    )
-    if kind == "random":
-        tuner = _recorded(keras_tuner.RandomSearch)(hypermodel, max_trials=int(max_trials), **common)
-    elif kind == "bayesian":
-        tuner = _recorded(keras_tuner.BayesianOptimization)(hypermodel, max_trials=int(max_trials), **common)
-    else:
-        tuner = _recorded(keras_tuner.Hyperband)(
-            hypermodel, max_epochs=hypermodel.epochs, factor=int(hyperband_factor), **common
-        )
-        # Hyperband sizes its brackets from max_epochs; the oracle's generic
-        # max_trials check still applies, so --max_trials bounds it too.
-        tuner.oracle.max_trials = int(max_trials)
-    tuner.recorder = recorder
-    _atomic_state_files(tuner)
-    return tuner
-
-
-# --------------------------------------------------------------------------- surviving a kill
-ORACLE_FILE = "oracle.json"  # keras-tuner's files in its project folder
-TRIAL_FILE = "trial.json"
-TUNER_FILE = "tuner0.json"  # the tuner's state (its id is "tuner0" outside parallel tuning)
-
-
-def _write_state(path, state):
-    """Writes a keras-tuner state dict as JSON atomically; returns the text (as keras-tuner's writes do).
-
-    keras-tuner opens its state files for writing in place: a kill inside a
-    write would leave a truncated file, and the search would no longer load.
-    Remote paths (gs://…) cannot be renamed into place and are written whole.
-    """
-    text = json.dumps(state)
-    path = str(path)
-    if "://" in path:
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(text)
-        return text
-    with rundir.atomic_write(path) as f:
-        f.write(text)
-        f.flush()
-        killpoints.reached(f"tune.{os.path.basename(path)}")
-    return text
-
-
-def _atomic_trial_files():
-    """Makes every trial.json write atomic (`_write_state`), once per process.
-
-    The oracle saves a trial with the public `Trial.save(fname)`, which is
-    replaced by the same write through a temporary file. The oracle's and
-    the tuner's own files are written by `_atomic_state_files`.
-    """
-    from keras_tuner.engine.trial import Trial
-
-    if getattr(Trial.save, "atomic", False):
-        return
-
-    def save(self, fname):
-        return _write_state(fname, self.get_state())
-
-    save.atomic = True
-    Trial.save = save
-
-
-def _atomic_state_files(tuner):
-    """The tuner writes oracle.json (and, in `Recorded.save`, its own file) atomically."""
-    oracle = tuner.oracle
-    path = os.path.join(tuner.project_dir, ORACLE_FILE)
-    oracle.save = lambda: _write_state(path, oracle.get_state())
-
-
-def _reload_an_oracle_without_its_tuner_file(project):
-    """Lets keras-tuner reload a project whose tuner0.json the kill came before.
-
-    keras-tuner reloads a project only when tuner0.json exists, and writes it
-    after oracle.json at the end of a trial: killed between the two, the
-    search would start afresh and run the finished trial again. tuner0.json
-    holds a tuner's state, an empty dict for keras-tuner's tuners.
-    """
-    if os.path.isfile(os.path.join(project, ORACLE_FILE)) and not os.path.exists(
-        os.path.join(project, TUNER_FILE)
-    ):
-        rundir.write_json(os.path.join(project, TUNER_FILE), {})
-
-
-def _mend_after_kill(project):
-    """Mends a project whose kill fell between a trial's file and oracle.json, before it is reloaded.
-
-    keras-tuner saves a trial's trial.json, then oracle.json. Killed between them:
-
-    - when a trial starts, the trial's file exists but the oracle never
-      recorded its start: the file goes, and the oracle creates the trial
-      again (same id, and with a random search the same values);
-    - when a trial ends, its file says COMPLETED but the oracle still has it
-      running and would run it again: oracle.json records its end as
-      `Oracle.end_trial` does (no longer running, in the end order, one more
-      run), and it is not run again.
-
-    Args:
-      project: the keras-tuner project folder (<workdir>/keras_tuner).
-
-    Returns:
-      The ids of the trials mended.
-    """
-    oracle_path = os.path.join(project, ORACLE_FILE)
-    if not os.path.isfile(oracle_path):
-        return []
-    state = rundir.read_json(oracle_path)
-    started = set(state.get("start_order", []))
-    ongoing = state.get("ongoing_trials", {})
-    mended = []
-    for name in sorted(os.listdir(project)):
-        path = os.path.join(project, name, TRIAL_FILE)
-        if not (name.startswith("trial_") and os.path.isfile(path)):
-            continue
-        trial = rundir.read_json(path)
-        trial_id = trial["trial_id"]
-        if trial_id not in started:
-            os.remove(path)
-            mended.append(trial_id)
-        elif trial["status"] == "COMPLETED" and trial_id in ongoing.values():
-            state["ongoing_trials"] = {k: v for k, v in ongoing.items() if v != trial_id}
-            if trial_id not in state["end_order"]:
-                state["end_order"].append(trial_id)
-            state["run_times"][trial_id] = state["run_times"].get(trial_id, 0) + 1
-            ongoing = state["ongoing_trials"]
-            mended.append(trial_id)
-            _write_state(oracle_path, state)
-    return mended
-
-
-# --------------------------------------------------------------------------- bookkeeping
-def _device():
-    """Which device the trials run on: model.fit without a strategy uses one."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"kind": "GPU" if gpus else "CPU", "count": 1}
-
-
-class _Recorder:
-    """Keeps <workdir>/search.json current: sessions, wall and CPU time, trial times.
-
-    Time is accumulated over sessions (a resumed search adds to it) and written
-    at every trial start, epoch end and trial end, so a killed search loses at
-    most one epoch of its account.
-    """
-
-    def __init__(self, path, header, wall0=None, cpu0=None):
-        self.path = path
-        self.state = rundir.read_json(path) if os.path.exists(path) else {}
-        self.state.update(header)
-        self.state.setdefault("sessions", [])
-        self.state.setdefault("trials", {})
-        self._wall0 = time.time() if wall0 is None else wall0
-        self._cpu0 = time.process_time() if cpu0 is None else cpu0
-        self.session = {
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "wall_time_s": 0.0,
-            "cpu_time_s": 0.0,
-            "trials_run": [],
-        }
-        self.state["sessions"].append(self.session)
-        self._trial = None
-        self.save()
-
-    def trial_begin(self, trial_id):
-        self._trial = (trial_id, time.time(), time.process_time())
-        if trial_id not in self.session["trials_run"]:
-            self.session["trials_run"].append(trial_id)
-        self.save()
-
-    def trial_end(self, trial_id):
-        if self._trial and self._trial[0] == trial_id:
-            _, wall0, cpu0 = self._trial
-            # A retried trial (interrupted earlier) keeps its latest, complete run's time.
-            self.state["trials"][trial_id] = {
-                "wall_time_s": round(time.time() - wall0, 2),
-                "cpu_time_s": round(time.process_time() - cpu0, 2),
-            }
-        self._trial = None
-        self.save()
-
-    def save(self):
-        self.session["wall_time_s"] = round(time.time() - self._wall0, 2)
-        self.session["cpu_time_s"] = round(time.process_time() - self._cpu0, 2)
-        wall = sum(s["wall_time_s"] for s in self.state["sessions"])
-        cpu = sum(s["cpu_time_s"] for s in self.state["sessions"])
-        devices = self.state.get("device", {}).get("count", 1)
-        self.state.update(
-            wall_time_s=round(wall, 2),
-            cpu_hours=round(cpu / 3600, 6),
-            device_hours=round(wall * devices / 3600, 6),
-        )
-        rundir.write_json(self.path, self.state)
-
-
-def _recorded(base):
-    """A subclass of the tuner class `base` that reports trial starts and ends to `.recorder`."""
-
-    class Recorded(base):
-        recorder = None
-
-        def on_trial_begin(self, trial):
-            if self.recorder is not None:
-                self.recorder.trial_begin(trial.trial_id)
-            super().on_trial_begin(trial)
-
-        def on_trial_end(self, trial):
-            super().on_trial_end(trial)
-            if self.recorder is not None:
-                self.recorder.trial_end(trial.trial_id)
-            killpoints.reached("tune.trial_end")
-
-        def save(self):
-            # BaseTuner.save, with the tuner's file written atomically too.
-            self.oracle.save()
-            _write_state(os.path.join(self.project_dir, f"{self.tuner_id}.json"), self.get_state())
-
-    Recorded.__name__ = Recorded.__qualname__ = base.__name__
-    return Recorded
+from robust_ssl.tuning.recorder import Recorder, device
+from robust_ssl.tuning.tuner import TUNERS, check_tuner_dependencies, make_tuner
 
 
 def _check_resumable(state, header, workdir):
@@ -393,7 +115,7 @@ def search(
         raise ConfigError(f"tuner must be one of {', '.join(TUNERS)}; got {tuner!r}")
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1; got {max_trials}")
-    _check_tuner_dependencies(tuner)
+    check_tuner_dependencies(tuner)
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if value is not None and int(value) < 0:
             raise ConfigError(f"{name} must be >= 0; got {value}")
@@ -430,8 +152,8 @@ def search(
         f"validation of the objective: {data.record['source']} ({data.num_validation} images); "
         f"trials train on {data.num_train} images"
     )
-    header.update(validation=data.record, num_train=data.num_train, device=_device())
-    recorder = _Recorder(search_path, header, wall0, cpu0)
+    header.update(validation=data.record, num_train=data.num_train, device=device())
+    recorder = Recorder(search_path, header, wall0, cpu0)
     hypermodel = make_hypermodel(
         config, space, epochs=epochs, steps_per_epoch=steps_per_epoch, data=data, on_epoch_end=recorder.save
     )
