@@ -3,7 +3,7 @@
 import json
 import os
 
-from robust_ssl import networks, rundir
+from robust_ssl import networks, precision, rundir
 from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
 from robust_ssl.tasks import TASKS, make_tasks, parse_task_names
 
@@ -104,9 +104,8 @@ def validate(config):
         raise ConfigError(f"train.jit_compile must be True, False or 'auto'; got {jit_compile!r}")
     if jit_compile is True and config.model.get("sync_batch_norm") and config.get("distribute") != "none":
         raise ConfigError(SYNC_BN_XLA_ERROR)
-    precisions = ("float32", "mixed_bfloat16", "mixed_float16", "float64")
-    if train.get("precision", "float32") not in precisions:
-        raise ConfigError(f"train.precision must be one of {precisions}; got {train.precision!r}")
+    if train.get("precision", precision.AUTO) not in precision.PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {precision.PRECISIONS}; got {train.precision!r}")
     automl = config.automl
     excluded = config.data.get("exclude_holdout", 0)
     if not isinstance(excluded, int) or isinstance(excluded, bool) or excluded < 0:

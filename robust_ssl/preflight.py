@@ -245,7 +245,8 @@ def summary(config, workdir, name=None, overrides=()):
 
     train, automl, data = config.train, config.automl, config.data
     model = f"model: {networks.describe(config_utils.backbone(config))} at {height}x{width}"
-    model += f", {train.get('precision', 'float32')}"
+    precision = train.get("precision", "float32")
+    model += ", precision auto" if precision == "auto" else f", {precision}"
     if config.get("distribute", "none") != "none":
         model += f", distribute={config.distribute}"
     lines.append(model)

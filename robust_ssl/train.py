@@ -32,6 +32,8 @@ from robust_ssl import config_utils, distribute, loop, preflight, rundir, weight
 from robust_ssl.data import cifar10c, datasets, pipeline, splits
 from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.model import RobustSSLModel
+from robust_ssl.precision import set_precision as set_precision
+from robust_ssl.precision import use_precision
 from robust_ssl.tasks import parse_task_names
 
 
@@ -175,12 +177,6 @@ def make_deterministic(config):
             "op determinism is on (set it before TensorFlow runs anything for single-threaded pools)"
         )
     return single
-
-
-def set_precision(precision):
-    """Sets Keras' dtype policy: float32, mixed_bfloat16, mixed_float16 or float64."""
-    keras.config.set_floatx("float64" if precision == "float64" else "float32")
-    keras.config.set_dtype_policy(precision)
 
 
 def _device_kind():
@@ -413,7 +409,7 @@ def train_and_evaluate(config, workdir):
         # Other workers keep their own files apart from the chief's.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
     with rundir.workdir_lock(workdir):
-        set_precision(config.train.get("precision", "float32"))
+        config = use_precision(config, workdir)  # "auto" resolved, printed and recorded in config.json
         _prepare_workdir(config, workdir)
         keras.utils.set_random_seed(config.seed)
         start, cpu_start = time.time(), time.process_time()

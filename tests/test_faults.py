@@ -622,14 +622,17 @@ def test_redirected_output_is_one_line_per_epoch(redirected_run):
     epoch_lines = [line for line in lines if re.match(r"^\d+/\d+ - ", line)]
     assert len(epoch_lines) == 2, proc.stdout
     # A short summary instead of every key (those are in config.json; --dry_run prints them).
-    assert lines[:8] == [
+    from robust_ssl.precision import resolve_precision
+
+    assert lines[:9] == [
         "config: smoke, overriding tasks, train.epochs, train.steps_per_epoch, train.batch_size and 3 more",
-        "model: WRN-10-1 at 32x32, float32",
+        "model: WRN-10-1 at 32x32, precision auto",
         "tasks: rotation (λ 0.5)",
         "AutoML: off (λ fixed)",
         "data: synthetic, 64 training and 32 test images, 10 classes",
         "training: 2 epochs of 2 steps, batch 16, learning rate 0.05 (cosine to 1e-06)",
         "workdir: run (the full config: run/config.json; --dry_run prints it)",
+        "precision: {} ({})".format(*resolve_precision("auto")),  # e.g. float32 (auto: this CPU has no …)
         "found 64 training and 32 test images of 32x32 in 10 classes (disc, square, triangle, cross, ring, …) "
         "in synthetic",
     ], proc.stdout

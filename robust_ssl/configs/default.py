@@ -84,8 +84,12 @@ def get_config():
     # down (docs/performance.md), and under tf.distribute (Keras' rule).
     # True/False force it; True works under MirroredStrategy too.
     config.train.jit_compile = config_dict.FieldReference("auto", field_type=object)
-    # Keras dtype policy: "float32" | "mixed_bfloat16" | "mixed_float16" | "float64"
-    config.train.precision = "float32"
+    # Keras dtype policy: "auto" | "float32" | "mixed_bfloat16" | "mixed_float16" | "float64".
+    # "auto" = mixed_bfloat16 where the device computes bfloat16 natively (GPU of
+    # compute capability >= 8.0, TPU, CPU with AVX512_BF16 or AMX), else float32
+    # (robust_ssl/precision.py); config.json records what it resolved to, and a
+    # resumed run keeps that.
+    config.train.precision = "auto"
     # Same seed, same numbers: TensorFlow op determinism and single-threaded op
     # pools (about 2x slower on a 2-core CPU; README: what is bit-reproducible).
     config.train.deterministic = False
