@@ -18,12 +18,16 @@ class Throughput(keras.callbacks.Callback):
     def __init__(self, batch_size):
         super().__init__()
         self.batch_size = batch_size
+        self._first_step_done = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._steps = time.perf_counter(), 0
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
+        if not self._first_step_done:  # the benchmark's time to the first step
+            self._first_step_done = True
+            killpoints.mark("train.first_step")
         # Exclude evaluation time from the measurement.
         self._train_seconds = time.perf_counter() - self._start
 

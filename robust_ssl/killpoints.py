@@ -13,8 +13,15 @@ it is renamed into place. With
   ROBUST_SSL_KILL_TRACE=<file>
 
 every pass is appended to <file>, one point name a line, so that a test can
-list the moments of an uninterrupted run and draw the ones to kill at. Unset
-(always, outside the tests), `reached` only reads the environment.
+list the moments of an uninterrupted run and draw the ones to kill at. With
+
+  ROBUST_SSL_TIME_MARKS=<file>
+
+every pass, and every `mark(<point>)` (moments that are no kill points), is
+appended to <file> as "<point><TAB><Unix time>": the benchmark's time to the
+first step (`robust_ssl.bench.first_step`) reads when a command got there.
+Unset (always, outside the tests and the benchmark), `reached` and `mark`
+only read the environment.
 
 Points:
 
@@ -32,14 +39,21 @@ Points:
                              tune.tuner0.json) is written, not yet renamed
   tune.trial_end             a trial has ended and keras-tuner has recorded it
   study.run                  a run of the study is trained and scored
+
+Marks (`mark`; timed, never killed at):
+
+  train.first_step           the first training step of this process is done
+  export.written             the SavedModel export is written (before its verification)
 """
 
 import collections
 import os
 import signal
+import time
 
 ENV = "ROBUST_SSL_KILL_AT"
 TRACE = "ROBUST_SSL_KILL_TRACE"
+MARKS = "ROBUST_SSL_TIME_MARKS"
 
 _passes = collections.Counter()
 
@@ -50,6 +64,7 @@ def reached(point):
     Args:
       point: the point's name (see the module docstring).
     """
+    mark(point)
     spec, trace = os.environ.get(ENV), os.environ.get(TRACE)
     if not spec and not trace:
         return
@@ -62,3 +77,15 @@ def reached(point):
     name, _, count = spec.rpartition(":")
     if name == point and count.isdigit() and _passes[point] == int(count):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def mark(point):
+    """Appends "<point><TAB><Unix time>" to the file ROBUST_SSL_TIME_MARKS names (if it names one).
+
+    Args:
+      point: the moment's name (see the module docstring).
+    """
+    path = os.environ.get(MARKS)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{point}\t{time.time():.6f}\n")
