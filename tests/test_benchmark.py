@@ -118,6 +118,69 @@ def test_modes_and_settings_are_checked():
         benchmark.check_settings(benchmark.Settings(depth=12))
     with pytest.raises(UserError, match="mixed_precision"):
         benchmark.check_settings(benchmark.Settings(mixed_precision="fp8"))
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+        benchmark.check_settings(benchmark.Settings(precisions=("float32", "fp8")))
+    with pytest.raises(UserError, match="not both"):
+        benchmark.check_settings(benchmark.Settings(precisions=("bfloat16",), mixed_precision="bf16"))
+
+
+def test_learned_weighting_modes_train_the_four_tasks_with_their_method():
+    from robust_ssl import config_utils
+    from robust_ssl.bench import modes
+    from robust_ssl.configs import default
+    from robust_ssl.weighting import METHODS
+
+    base = modes.base_config(config_utils.to_dict(default.get_config()))
+    fixed = modes.mode_config(base, modes.MODES["fixed4"], modes.Settings())
+    for method in ("uncertainty", "gradnorm", "auto_lambda"):
+        assert method in METHODS
+        config = modes.mode_config(base, modes.MODES[f"{method}4"], modes.Settings())
+        assert config.automl.enabled and config.automl.method == method
+        assert config.tasks == fixed.tasks and config.automl.warmup_epochs == 0
+    assert modes.mode_config(base, modes.MODES["automl4_fast"], modes.Settings()).automl.method == "lookahead"
+
+
+def test_precisions_are_timed_in_paired_rounds_and_printed_side_by_side(tmp_path):
+    out = tmp_path / "bench"
+    proc = run_cli(
+        "benchmark",
+        "--quick",
+        "--modes=baseline",
+        "--precision=float32,bfloat16",
+        "--steps=2",
+        "--pipeline=false",
+        "--noisolate",
+        f"--output_dir={out}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mode = json.loads((out / "benchmark.json").read_text())["modes"]["baseline"]
+    assert list(mode["by_precision"]) == ["float32", "bfloat16"]
+    assert mode["by_precision"]["bfloat16"]["precision"] == "mixed_bfloat16"
+    assert mode["by_precision"]["bfloat16"]["n"] == 2 and mode["precision_ratio"]["bfloat16"] > 0
+    assert mode["ms_per_step"] == mode["by_precision"]["float32"]["ms_per_step"]  # the main table's
+    header = (
+        "| mode | float32 ms/step (median) | bfloat16 ms/step (median) | bfloat16 / float32 (paired rounds) |"
+    )
+    assert header in proc.stdout
+    assert "| baseline |" in proc.stdout.split(header)[1]
+
+
+def test_time_marks_note_when_a_process_passes_a_point(tmp_path, monkeypatch):
+    from robust_ssl import killpoints
+    from robust_ssl.bench import first_step
+
+    marks = tmp_path / "marks"
+    killpoints.mark("train.first_step")  # unset: nothing written
+    monkeypatch.setenv(killpoints.MARKS, str(marks))
+    killpoints.mark("train.first_step")
+    killpoints.reached("evaluate.cell")  # every kill point is a mark too
+    killpoints.reached("evaluate.cell")
+    noted = first_step.read_marks(str(marks))
+    assert set(noted) == {"train.first_step", "evaluate.cell"}
+    assert noted["train.first_step"] <= noted["evaluate.cell"]
+    assert len(marks.read_text().splitlines()) == 3
+    assert first_step.read_marks(str(tmp_path / "none")) == {}
 
 
 def test_bad_flag_exits_with_a_one_line_error(tmp_path):

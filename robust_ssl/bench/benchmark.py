@@ -3,8 +3,12 @@
 `run` times each chosen mode (`robust_ssl.bench.modes`), each in a fresh
 subprocess by default (`python -m robust_ssl.bench.benchmark job.json
 result.json`) so that peak memory does not carry over, or all in one process,
-one step of each in turn (`Settings.interleave`); then the input pipeline
-alone and, on request, the pieces of some modes' steps. It adds to each mode
+one step of each in turn (`Settings.interleave`); with several precisions
+(`Settings.precisions`), each mode's process times it in all of them, one
+step of each in turn (`run_interleaved` of that mode). Then the input
+pipeline alone and, on request, the pieces of some modes' steps, and on
+request (`first_step`) the seconds from a command's start to its first step
+(`robust_ssl.bench.first_step`). It adds to each mode
 the ratio of its step time to the fixed-λ four-task step (`REFERENCE_MODE`)
 and to each pipeline entry how many times faster it serves than each mode
 consumes. The modules:
@@ -14,6 +18,8 @@ consumes. The modules:
                  `run_interleaved`): what each column means
   pipeline.py    the input pipeline alone and the task transforms' cost
   breakdown.py   the pieces of one step timed apart
+  first_step.py  seconds from process start to the first step of train,
+                 evaluate and export, and TensorFlow's import time
   measure.py     timing statistics, memory, cores, load, versions
   report.py      the markdown tables and the written JSON
   flops.py       the FLOP count of a traced graph
@@ -33,7 +39,7 @@ import tempfile
 from robust_ssl.bench.breakdown import run_breakdown
 from robust_ssl.bench.measure import environment, load_average
 from robust_ssl.bench.measure import summarize as summarize
-from robust_ssl.bench.modes import MODES, REFERENCE_MODE, Settings, check_settings
+from robust_ssl.bench.modes import MODES, REFERENCE_MODE, Settings, check_settings, precisions_of
 from robust_ssl.bench.modes import parse_modes as parse_modes
 from robust_ssl.bench.modes import quick_settings as quick_settings
 from robust_ssl.bench.pipeline import run_pipeline
@@ -113,7 +119,7 @@ def _task_sets(mode_names):
     return sets
 
 
-def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkpoint=None):
+def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkpoint=None, first_step=False):
     """Runs the benchmark of several modes (and the input pipeline).
 
     Args:
@@ -125,12 +131,18 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
         (`run_breakdown`).
       checkpoint: optional callable(results) called after each part, e.g. to
         write the partial report.
+      first_step: also time `train`, `evaluate` and `export` from their
+        process's start to their first step, and TensorFlow's import
+        (`robust_ssl.bench.first_step.run_first_step`; about a minute).
 
     Returns:
-      The results dict (settings, environment, modes, pipeline) that
-      `robust_ssl.bench.report.write_report` writes.
+      The results dict (settings, environment, modes, pipeline, first_step)
+      that `robust_ssl.bench.report.write_report` writes.
     """
     check_settings(settings)
+    # "auto" resolved here, once: the processes that time the modes get the policies.
+    settings = dataclasses.replace(settings, precisions=tuple(precisions_of(settings)), mixed_precision="")
+    paired = len(settings.precisions) > 1
     results = {
         "settings": dataclasses.asdict(settings),
         "environment": environment(),
@@ -149,10 +161,13 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
     def report(name, result):
         if "error" in result:
             log(f"  {name} failed: {result['error']}")
-        else:
+            return
+        for precision, r in (result.get("by_precision") or {result["mixed_precision"]: result}).items():
+            ratio = (result.get("precision_ratio") or {}).get(precision)
             log(
-                f"  {name}: {result['ms_per_step']:.1f} ms/step (IQR {result['iqr_ms']:.1f}), "
-                f"{result['base_images_per_s']:.1f} images/s, {result['gflops_per_s']:.1f} GFLOP/s"
+                f"  {name}, {precision}: {r['ms_per_step']:.1f} ms/step (IQR {r['iqr_ms']:.1f}), "
+                f"{r['base_images_per_s']:.1f} images/s, {r['gflops_per_s']:.1f} GFLOP/s"
+                + (f", × {ratio:.2f} the first precision (paired rounds)" if ratio else "")
             )
 
     if settings.interleave:
@@ -165,13 +180,14 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
     else:
         for name in mode_names:
             log(f"mode {name}: {MODES[name].description} (load {load_average()})")
-            results["modes"][name] = _dispatch(job("mode", mode=name), settings.isolate)
+            if paired:  # every precision in one process, one step of each in turn
+                result = _dispatch(job("interleaved", modes=[name]), settings.isolate)
+                results["modes"][name] = result if "error" in result else result[name]
+            else:
+                results["modes"][name] = _dispatch(job("mode", mode=name), settings.isolate)
             report(name, results["modes"][name])
             checkpoint(results)
-    reference = results["modes"].get(REFERENCE_MODE, {})
-    for result in results["modes"].values():
-        if "error" not in result and "ms_per_step" in reference:
-            result["ratio_to_reference"] = result["ms_per_step"] / reference["ms_per_step"]
+    _reference_ratios(results["modes"])
     if settings.pipeline:
         task_sets = _task_sets(mode_names)
         log(f"input pipeline: {len(task_sets)} task set(s) (load {load_average()})")
@@ -185,8 +201,27 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
         log(f"breakdown of {name} (load {load_average()})")
         results.setdefault("breakdown", {})[name] = _dispatch(job("breakdown", mode=name), settings.isolate)
         checkpoint(results)
+    if first_step:
+        from robust_ssl.bench.first_step import run_first_step
+
+        log(f"time to the first step: train, evaluate, export (load {load_average()})")
+        results["first_step"] = run_first_step(log=log)
+        checkpoint(results)
     results["environment"]["load_average_end"] = load_average()
     return results
+
+
+def _reference_ratios(modes):
+    """Adds each mode's step time / the reference mode's (`ratio_to_reference`), per precision too."""
+    reference = modes.get(REFERENCE_MODE, {})
+    for result in modes.values():
+        if "error" in result or "ms_per_step" not in reference:
+            continue
+        result["ratio_to_reference"] = result["ms_per_step"] / reference["ms_per_step"]
+        for precision, r in (result.get("by_precision") or {}).items():
+            ref = reference.get("by_precision", {}).get(precision)
+            if ref:
+                r["ratio_to_reference"] = r["ms_per_step"] / ref["ms_per_step"]
 
 
 def _pipeline_ratios(results):

@@ -12,11 +12,11 @@ line can check its flags before TensorFlow loads.
 import dataclasses
 import functools
 
-from robust_ssl import configs
+from robust_ssl import configs, precision
 from robust_ssl.errors import UserError
 
-# --mixed_precision -> the precision `robust_ssl.train.set_precision` takes.
-MIXED_PRECISION = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# The deprecated --mixed_precision -> the Keras policy (`robust_ssl.precision`).
+MIXED_PRECISION = {"": precision.FLOAT32, **{name: precision.ALIASES[name] for name in ("bf16", "fp16")}}
 
 # The task sets of the modes, by what they are rather than by task names: the
 # paper's four tasks are those of the packaged config PAPER_CONFIG (Fig. 2),
@@ -58,7 +58,9 @@ class Mode:
       name: key in `MODES`.
       text: one line for the table; "{tasks}" stands for the task names.
       task_set: which tasks (see `task_set`).
-      automl: None (fixed λ), "fast" or "naive".
+      automl: None (fixed λ), "fast" or "naive" (the lookahead's computation).
+      method: how λ is learned when `automl` is set (`config.automl.method`,
+        a name of `robust_ssl.weighting.METHODS`).
       meta_every: meta step every k-th step; None = the `--meta_every` setting.
       jit_compile: XLA; None = the `--jit_compile` setting.
     """
@@ -69,6 +71,7 @@ class Mode:
     automl: str | None = None
     meta_every: int | None = None
     jit_compile: bool | None = None
+    method: str = "lookahead"
 
     @property
     def tasks(self):
@@ -95,6 +98,16 @@ MODES = {
         Mode("automl4_fast_every4", "AutoML fast, {tasks}, meta every 4th step", PAPER_TASKS, "fast", 4),
         Mode("automl4_naive", "AutoML naive (Algorithm 1), {tasks}", PAPER_TASKS, "naive"),
         Mode("automl7_fast", "AutoML fast, all tasks: {tasks}", ALL_TASKS, "fast"),
+        # The other ways of learning λ (robust_ssl/weighting/), on the same four tasks.
+        Mode("uncertainty4", "uncertainty weighting, {tasks}", PAPER_TASKS, "fast", method="uncertainty"),
+        Mode("gradnorm4", "GradNorm, {tasks}", PAPER_TASKS, "fast", method="gradnorm"),
+        Mode(
+            "auto_lambda4",
+            "Auto-Lambda (finite difference), {tasks}",
+            PAPER_TASKS,
+            "fast",
+            method="auto_lambda",
+        ),
         Mode("fixed_augmix", "fixed λ, {tasks} (the augmix config)", "config:augmix"),
         Mode(
             "automl_augmix_fast",
@@ -120,7 +133,12 @@ class Settings:
       warmup_steps: untimed steps first (the first one traces and compiles).
       meta_every: default k of the AutoML modes that do not set their own.
       jit_compile: default XLA setting of the modes that do not set their own.
-      mixed_precision: "" (float32), "bf16" or "fp16".
+      precisions: the precisions to time each mode in (names
+        `robust_ssl.precision.canonical` accepts: "float32", "bfloat16",
+        "float16", "auto", …); with several, each mode's steps in all of them
+        alternate in one process (paired rounds), the first is the main table's.
+      mixed_precision: deprecated (the old --mixed_precision): "" (float32),
+        "bf16" or "fp16"; stands for `precisions` when that is left as it is.
       seed: seed of the data and the weights.
       pipeline: also benchmark the input pipeline and the task transforms.
       pipeline_batches: batches timed in the input-pipeline benchmark.
@@ -144,6 +162,7 @@ class Settings:
     warmup_steps: int = 2
     meta_every: int = 1
     jit_compile: bool = False
+    precisions: tuple = (precision.FLOAT32,)
     mixed_precision: str = ""
     seed: int = 0
     pipeline: bool = True
@@ -214,8 +233,39 @@ def check_settings(settings):
         raise UserError(
             f"--mixed_precision must be one of '', 'bf16', 'fp16'; got {settings.mixed_precision!r}"
         )
+    if settings.mixed_precision and tuple(settings.precisions) != Settings.precisions:
+        raise UserError("give --precision or the deprecated --mixed_precision, not both")
+    if not settings.precisions:
+        raise UserError("--precision is empty")
+    for name in settings.precisions:
+        try:
+            precision.canonical(name)
+        except ValueError as e:
+            raise UserError(f"--precision: {e}") from None
     if settings.pipeline and (settings.pipeline_batches < 1 or settings.transform_repeats < 1):
         raise UserError("--pipeline_batches and --transform_repeats must be >= 1")
+
+
+def precisions_of(settings, resolve=precision.resolve_precision):
+    """The Keras policies a benchmark times, in order, without repeats.
+
+    Args:
+      settings: `Settings` (`precisions`, or the deprecated `mixed_precision`).
+      resolve: resolves "auto" (`robust_ssl.precision.resolve_precision`;
+        looks at this machine's devices).
+
+    Returns:
+      A list of values of `robust_ssl.precision.POLICIES`.
+    """
+    if settings.mixed_precision:
+        return [MIXED_PRECISION[settings.mixed_precision]]
+    policies = []
+    for name in settings.precisions:
+        policy = precision.canonical(name)
+        if policy == precision.AUTO:
+            policy = resolve(policy)[0]
+        policies.append(policy)
+    return list(dict.fromkeys(policies))
 
 
 def base_config(config_dict):
@@ -260,6 +310,7 @@ def mode_config(base, mode, settings):
         )
     config.automl.enabled = mode.automl is not None
     config.automl.mode = mode.automl or "fast"
+    config.automl.method = mode.method
     config.automl.meta_every = int(mode.meta_every or settings.meta_every)
     config.automl.meta_batch_size = settings.meta_batch_size
     config.automl.warmup_epochs = 0  # meta step active from step 0

@@ -1,11 +1,23 @@
 """The benchmark's report: the results as markdown tables, written with the JSON.
 
 `markdown` lays out the per-mode table (step time, images/s, FLOPs, memory,
-load), the input-pipeline table and the breakdowns; `write_report` writes
+load), the step times per precision, the input-pipeline table, the
+breakdowns and the time to the first step; `write_report` writes
 benchmark.json and benchmark.md.
 """
 
 import os
+
+from robust_ssl.bench.modes import MIXED_PRECISION
+from robust_ssl.precision import SHORT_NAMES, canonical
+
+
+def _precision_names(settings):
+    """The short names of the precisions a run timed, in order (its settings as written)."""
+    names = settings.get("precisions") or ["float32"]
+    if settings.get("mixed_precision"):  # a run of the deprecated setting
+        names = [MIXED_PRECISION[settings["mixed_precision"]]]
+    return [SHORT_NAMES[canonical(n)] for n in names]
 
 
 def _fmt(value, digits=1):
@@ -24,10 +36,17 @@ def markdown(results):
       A markdown string.
     """
     s, env = results["settings"], results["environment"]
+    precisions = _precision_names(s)
     lines = [
         f"WRN-{s['depth']}-{s['width']}, batch {s['batch_size']}, meta batch {s['meta_batch_size']}, "
         f"{s['steps']} timed steps after {s['warmup_steps']} warm-up, "
-        f"precision {s['mixed_precision'] or 'float32'}; TF {env['tensorflow']}, Keras {env['keras']}, "
+        f"precision {precisions[0]}"
+        + (
+            f" (the table of step times per precision below: {', '.join(precisions)})"
+            if len(precisions) > 1
+            else ""
+        )
+        + f"; TF {env['tensorflow']}, Keras {env['keras']}, "
         f"{env['cpu_cores']} CPU cores{', GPU ' + ', '.join(env['gpus']) if env['gpus'] else ''}, "
         f"oneDNN {env['TF_ENABLE_ONEDNN_OPTS']}; load average {env['load_average']} at the start, "
         f"{env.get('load_average_end')} at the end; {env['date']}."
@@ -44,7 +63,7 @@ def markdown(results):
         + (
             " fp16 is timed only: `RobustSSLModel.train_step` does no loss scaling, so the "
             "LossScaleOptimizer Keras wraps around the optimiser shrinks every update."
-            if s["mixed_precision"] == "fp16"
+            if "float16" in precisions
             else ""
         ),
         "",
@@ -109,6 +128,7 @@ def markdown(results):
                 f"{_fmt(r['median_plain_step_ms'], 0)} ms (medians); ms/step above is amortised over "
                 f"k = {r['meta_every']}."
             )
+    lines += _precision_table(results, precisions)
     pipe = results.get("pipeline")
     if pipe:
         lines.append("")
@@ -153,6 +173,7 @@ def markdown(results):
                 f"{_fmt(p['min_ms'], 0)}–{_fmt(p['max_ms'], 0)} | {_fmt(p['flops'] / 1e9, 1)} | "
                 f"{_fmt(p['flops'] / p['median_ms'] / 1e6, 1)} |"
             )
+    lines += _first_step_table(results.get("first_step"))
     lines += [
         "",
         "FLOPs: " + results["flop_count"] + ". Trunk images count each task's inputs once "
@@ -163,6 +184,69 @@ def markdown(results):
         "load average, this benchmark's own threads included.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _precision_table(results, precisions):
+    """Lines of the step time of each mode in each precision, and their paired ratios."""
+    rows = [(n, r) for n, r in results["modes"].items() if "by_precision" in r and "error" not in r]
+    if len(precisions) < 2 or not rows:
+        return []
+    first, others, ref = precisions[0], precisions[1:], results["reference_mode"]
+    header = ["mode", *(f"{p} ms/step (median)" for p in precisions)]
+    header += [f"{p} / {first} (paired rounds)" for p in others]
+    with_reference = ref in results["modes"] and "by_precision" in results["modes"][ref]
+    if with_reference:
+        header += [f"× {ref} in {p}" for p in precisions]
+    lines = [
+        "",
+        "Step times per precision (each mode's precisions in one process, one step of each in turn; "
+        "the ratio is the median over rounds of the two steps' ratio"
+        + (f"; × {ref}: the ratio of the medians):" if with_reference else "):"),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name, r in rows:
+        by = r["by_precision"]
+        row = [name, *(_fmt(by.get(p, {}).get("ms_per_step"), 0) for p in precisions)]
+        row += [_fmt(r["precision_ratio"].get(p), 2) for p in others]
+        if with_reference:
+            row += [_fmt(by.get(p, {}).get("ratio_to_reference"), 2) for p in precisions]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _first_step_table(first):
+    """Lines of the seconds from each command's start to its first step."""
+    if not first:
+        return []
+    imports = first.get("imports", {})
+    lines = ["", "Time to the first step (the real command in a fresh process, from its start):", ""]
+    if "error" in imports:
+        lines.append(f"Importing TensorFlow failed: {imports['error'].splitlines()[0]}")
+    else:
+        lines.append(
+            f"`import tensorflow`: {_fmt(imports['tensorflow_import_s'], 1)} s; from a process's start to "
+            f"TensorFlow imported {_fmt(imports['tensorflow_ready_s'], 1)} s (medians of "
+            f"{len(imports['runs'])} processes)."
+        )
+    lines += [
+        "",
+        "| command | first step: the moment | s to the first step | of which beyond TensorFlow's import "
+        "| s in all (process) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in first.get("commands", {}).items():
+        if "error" in r:
+            lines.append(f"| {name} | {r['point']} | failed: {r['error'].splitlines()[0]} | | |")
+            continue
+        lines.append(
+            f"| {name} | {r['point']} | {_fmt(r['first_step_s'], 1)} | {_fmt(r.get('beyond_tensorflow_s'), 1)} "
+            f"| {_fmt(r['total_s'], 1)} |"
+        )
+    load = f"{(first['load_start'] or ['?'])[0]}→{(first['load_end'] or ['?'])[0]}"
+    lines += ["", f"Load (1 min) {load}."]
+    return lines
 
 
 def write_report(results, output_dir):

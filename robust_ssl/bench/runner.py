@@ -35,6 +35,11 @@ the result holds:
   the times. `run_interleaved` (one step of each mode in turn, one process)
   gives ratios between modes that such drift does not bias.
 
+With several precisions (`Settings.precisions`), `run_interleaved` builds one
+model per mode and precision in one process and steps them in turn, so the
+ratio of a mode's step time in bfloat16 to float32 is a median over rounds of
+two steps measured side by side ("precision_ratio").
+
 The ratio of each mode's step time to the reference mode's is added by
 `robust_ssl.bench.benchmark.run`.
 """
@@ -46,13 +51,14 @@ import time
 from robust_ssl.bench.flops import count_flops
 from robust_ssl.bench.measure import cpu_cores, device_memory, host_peak_rss_mib, load_average, summarize
 from robust_ssl.bench.modes import (
-    MIXED_PRECISION,
     MODES,
     REFERENCE_MODE,
     base_config,
     example_data,
     mode_config,
+    precisions_of,
 )
+from robust_ssl.precision import SHORT_NAMES, set_precision
 
 
 def trunk_images(batch, tasks):
@@ -93,13 +99,14 @@ def _fixed_batch(model, settings, automl):
     return next(iter(ds))
 
 
-def build(mode_name, settings, config_dict):
+def build(mode_name, settings, config_dict, precision=None):
     """Sets the precision and seed, then builds one mode's model and fixed batch.
 
     Args:
       mode_name: key in `MODES`.
       settings: `Settings`.
       config_dict: the base experiment config as a plain dict.
+      precision: the Keras policy (default: the first of `precisions_of(settings)`).
 
     Returns:
       (the `Mode`, its experiment ConfigDict, the model, the fixed batch).
@@ -109,7 +116,7 @@ def build(mode_name, settings, config_dict):
     from robust_ssl import train
 
     mode = MODES[mode_name]
-    train.set_precision(MIXED_PRECISION[settings.mixed_precision])
+    set_precision(precision or precisions_of(settings)[0])
     config = mode_config(base_config(config_dict), mode, settings)
     keras.utils.set_random_seed(settings.seed)
     model = train.build_model(config, num_classes=10, steps_per_epoch=1000)
@@ -122,17 +129,23 @@ class ModeRunner:
     Building traces the step and counts its FLOPs; `warm_up` runs the untimed
     steps; `step` times one step; `result` summarises the timed steps.
 
+    Layers keep the dtype policy they were built under; `warm_up` and `step`
+    set it again as the global one first, so that runners of several
+    precisions can alternate in one process.
+
     Args:
       mode_name: key in `MODES`.
       settings: `Settings`.
       config_dict: the base experiment config as a plain dict.
+      precision: the Keras policy (default: the first of `precisions_of(settings)`).
     """
 
-    def __init__(self, mode_name, settings, config_dict):
+    def __init__(self, mode_name, settings, config_dict, precision=None):
 
         self.settings = settings
+        self.precision = precision or precisions_of(settings)[0]
         self.load_start = load_average()
-        self.mode, config, self.model, self.batch = build(mode_name, settings, config_dict)
+        self.mode, config, self.model, self.batch = build(mode_name, settings, config_dict, self.precision)
         self.jit = bool(config.train.jit_compile)
         self.automl = bool(config.automl.enabled)
         self.k = int(config.automl.meta_every) if self.automl else 1
@@ -163,6 +176,7 @@ class ModeRunner:
         warmup = self.settings.warmup_steps
         if self.automl and self.k > 1:
             warmup = max(warmup, 2)  # run the meta and the plain branch once each
+        set_precision(self.precision)
         start = time.perf_counter()
         self.first_loss = self._one_step()
         self.first_step_s = time.perf_counter() - start
@@ -174,6 +188,7 @@ class ModeRunner:
         """Times one training step; returns its duration in seconds."""
         from robust_ssl import steps
 
+        set_precision(self.precision)  # outside the timed part; the step's layers hold their own
         kind = steps.step_kind(self.model, int(self.model.optimizer.iterations.numpy()))
         self.meta_flags.append(kind == steps.META)
         cpu, start = time.process_time(), time.perf_counter()
@@ -193,9 +208,11 @@ class ModeRunner:
             "description": self.mode.description,
             "tasks": list(self.mode.tasks),
             "automl": self.mode.automl,
+            "method": self.mode.method if self.automl else None,
             "meta_every": k if self.automl else None,
             "jit_compile": self.jit,
-            "mixed_precision": settings.mixed_precision or "float32",
+            "precision": self.precision,
+            "mixed_precision": SHORT_NAMES[self.precision],
             "batch_size": settings.batch_size,
             "meta_batch_size": settings.meta_batch_size if self.automl else 0,
             "trace_s": self.trace_s,
@@ -219,7 +236,8 @@ class ModeRunner:
                 ms_per_step = stats["mean_ms"]
                 result["note"] = f"timed steps hold no full meta cycle of {k}; ms_per_step is the mean"
         meta_share = (1.0 / k) if self.automl else 0.0
-        trunk_per_step = trunk_images(self.batch, model.tasks) + meta_share * settings.meta_batch_size
+        meta_images = settings.meta_batch_size if model.weighting.uses_meta_batch else 0
+        trunk_per_step = trunk_images(self.batch, model.tasks) + meta_share * meta_images
         fm, fp = self.flops_meta, self.flops_plain
         flops = meta_share * fm["total"] + (1.0 - meta_share) * fp["total"]
         conv = meta_share * fm["conv_matmul"] + (1.0 - meta_share) * fp["conv_matmul"]
@@ -262,34 +280,64 @@ def run_mode(mode_name, settings, config_dict):
     return runner.result()
 
 
+def _paired_median(times, reference):
+    """The median over rounds of times[i] / reference[i]."""
+    return statistics.median(t / r for t, r in zip(times, reference))
+
+
 def run_interleaved(mode_names, settings, config_dict):
-    """Times several modes in one process, one step of each in turn.
+    """Times several modes (each in every precision) in one process, one step of each in turn.
 
     On a shared machine the load drifts; round-robin steps expose every mode to
     the same drift, so ratios between modes are far steadier than those of
-    separate runs. Peak host memory is then the process's, of all modes together.
+    separate runs. Every other round goes through the modes in reverse order,
+    so that no mode always follows the same one. Peak host memory is then the
+    process's, of all modes together.
 
     Args:
       mode_names: keys of `MODES`.
-      settings: `Settings` (`steps` rounds).
+      settings: `Settings` (`steps` rounds; `precisions_of(settings)`).
       config_dict: the base experiment config as a plain dict.
 
     Returns:
-      dict mode name -> result dict, each with "interleaved": True and, where
-      `REFERENCE_MODE` is among them, "round_ratio_median" (the median over
-      rounds of this mode's step time / the reference's in the same round).
+      dict mode name -> the result dict in the first precision, with
+      "interleaved": True and, where `REFERENCE_MODE` is among them,
+      "round_ratio_median" (the median over rounds of this mode's step time /
+      the reference's in the same round and precision). With several
+      precisions also "by_precision" (short precision name -> that
+      precision's result dict, with its own "round_ratio_median") and
+      "precision_ratio" (short name -> median over rounds of the step time in
+      that precision / in the first).
     """
-    runners = {name: ModeRunner(name, settings, config_dict) for name in mode_names}
+    precisions = precisions_of(settings)
+    runners = {
+        (name, policy): ModeRunner(name, settings, config_dict, policy)
+        for name in mode_names
+        for policy in precisions
+    }
     for runner in runners.values():
         runner.warm_up()
-    for _ in range(settings.steps):
-        for runner in runners.values():
+    order = list(runners.values())
+    for round_index in range(settings.steps):
+        for runner in order if round_index % 2 == 0 else reversed(order):
             runner.step()
-    results = {name: {**runner.result(), "interleaved": True} for name, runner in runners.items()}
-    if REFERENCE_MODE in runners:
-        ref = runners[REFERENCE_MODE].times
-        for name, runner in runners.items():
-            results[name]["round_ratio_median"] = statistics.median(t / r for t, r in zip(runner.times, ref))
+    results = {}
+    for name in mode_names:
+        by_precision = {}
+        for policy in precisions:
+            result = {**runners[name, policy].result(), "interleaved": True}
+            if (REFERENCE_MODE, policy) in runners:
+                reference = runners[REFERENCE_MODE, policy].times
+                result["round_ratio_median"] = _paired_median(runners[name, policy].times, reference)
+            by_precision[SHORT_NAMES[policy]] = result
+        first = precisions[0]
+        results[name] = dict(by_precision[SHORT_NAMES[first]])
+        if len(precisions) > 1:
+            results[name]["by_precision"] = by_precision
+            results[name]["precision_ratio"] = {
+                SHORT_NAMES[policy]: _paired_median(runners[name, policy].times, runners[name, first].times)
+                for policy in precisions[1:]
+            }
     return results
 
 
