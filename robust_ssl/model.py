@@ -23,12 +23,11 @@ import tensorflow as tf
 from robust_ssl import networks, steps
 from robust_ssl.errors import ConfigError
 from robust_ssl.networks import backbone_spec, build_backbone, linear_head
+from robust_ssl.steps import ALPHA_MODES
 from robust_ssl.tasks import Forward, make_tasks
 from robust_ssl.tasks.base import flatten_views, sparse_ce
 from robust_ssl.weighting import lookahead, make_method
-
-META_MODES = ("fast", "naive")
-ALPHA_MODES = ("multiplier", "lr")
+from robust_ssl.weighting.lookahead import META_MODES
 
 
 def stateless(layer):

@@ -206,6 +206,11 @@ def per_task_gradients(model, batch, update_stats=True):
     return losses, logits, main_grads, psi_task_grads, head_task_grads
 
 
+# How the lookahead step α is read from the learning rate (`automl.alpha`,
+# `RobustSSLModel(alpha_mode=…)`), the default first.
+ALPHA_MODES = ("multiplier", "lr")
+
+
 def alpha(model):
     """The lookahead step α: lr / base lr ("multiplier", the reference code) or lr."""
     lr = tf.cast(model.optimizer.learning_rate, model.lambdas.dtype)

@@ -17,6 +17,10 @@ import tensorflow as tf
 from robust_ssl import meta, steps
 from robust_ssl.weighting.base import WeightingMethod, register_method
 
+# The lookahead's computations (`automl.mode`, `RobustSSLModel(meta_mode=…)`),
+# the default first: "fast" (first-order, exact) or "naive" (Algorithm 1 literally).
+META_MODES = ("fast", "naive")
+
 
 def local_hypergradient(model, batch, main_grads, psi_task_grads):
     """This replica's share of ∂L_meta/∂λ from the all-reduced task gradients."""
