@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_model, train_steps
+from harness import training_batch as make_batch
 from task_fixtures import FlipConsistencyTask, registered
 
 from robust_ssl import meta, steps
-from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.tasks import TASKS
 
@@ -19,32 +20,7 @@ FOUR_TASKS = ("rotation", "color", "ir", "bir")
 
 
 def make_model(tasks=FOUR_TASKS, meta_mode="fast", meta_lr=0.01, seed=1, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = RobustSSLModel(
-        depth=10, width=1, tasks=tasks, automl=True, meta_mode=meta_mode, weight_decay=5e-4, **kwargs
-    )
-    model.compile(
-        keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), meta_optimizer=keras.optimizers.SGD(meta_lr)
-    )
-    return model
-
-
-def make_batch(model, batch_size=8, meta_size=6, seed=0):
-    rng = np.random.default_rng(seed)
-    images = tf.constant(rng.random((batch_size, 32, 32, 3)), tf.float32)
-    labels = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
-    batch = make_task_batch(images, labels, model.tasks, tf.constant([seed, 1], tf.int64))
-    batch["meta/image"] = tf.constant(rng.random((meta_size, 32, 32, 3)), tf.float32)
-    batch["meta/label"] = tf.constant(rng.integers(0, 10, meta_size), tf.int32)
-    return batch
-
-
-def train_steps(model, *batches):
-    """Runs one training step per batch through the function `fit` runs."""
-    function = model.make_train_function()
-    iterator = iter(batches)
-    for _ in batches:
-        function(iterator)
+    return tiny_model(tasks, seed=seed, meta_mode=meta_mode, meta_lr=meta_lr, **kwargs)
 
 
 def rel_diff(a, b):
@@ -265,9 +241,9 @@ def test_lambda_is_clamped_at_zero():
 
 
 def test_main_optimizer_never_touches_lambda_and_adam_meta_optimizer_works():
-    keras.utils.set_random_seed(0)
-    model = RobustSSLModel(depth=10, width=1, tasks=("rotation",), automl=True)
-    model.compile(keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.Adam(0.05))
+    model = tiny_model(
+        ("rotation",), seed=0, optimizer=keras.optimizers.SGD(0.1), meta_optimizer=keras.optimizers.Adam(0.05)
+    )
     assert all(v is not model.lambdas for v in model.network_variables)
     assert model.lambdas.trainable
     train_steps(model, make_batch(model))

@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, apply_settings
+from harness import tiny_model, train_steps
+from harness import training_batch as make_batch
 from task_fixtures import FlipConsistencyTask, registered
 
 import robust_ssl  # noqa: F401  (registers RobustSSLModel for loading)
 from robust_ssl import config_utils, meta, rundir, steps, train, weighting
-from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.errors import ConfigError
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.networks import backbone_spec
@@ -284,40 +285,9 @@ def float64():
 
 
 def make_model(method="lookahead", tasks=TWO_TASKS, automl=True, lambdas=0.5, meta_lr=0.01, seed=1, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = RobustSSLModel(
-        depth=10,
-        width=1,
-        tasks=tasks,
-        automl=automl,
-        weighting=method,
-        lambdas=lambdas,
-        weight_decay=5e-4,
-        **kwargs,
+    return tiny_model(
+        tasks, seed=seed, automl=automl, meta_lr=meta_lr, weighting=method, lambdas=lambdas, **kwargs
     )
-    model.compile(
-        keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), meta_optimizer=keras.optimizers.SGD(meta_lr)
-    )
-    return model
-
-
-def make_batch(model, batch_size=8, meta_size=6, seed=0):
-    dtype = keras.config.floatx()
-    rng = np.random.default_rng(seed)
-    images = tf.constant(rng.random((batch_size, 32, 32, 3)), tf.float32)
-    labels = tf.constant(rng.integers(0, 10, batch_size), tf.int32)
-    batch = make_task_batch(images, labels, model.tasks, tf.constant([seed, 1], tf.int64))
-    batch["meta/image"] = tf.constant(rng.random((meta_size, 32, 32, 3)), tf.float32)
-    batch["meta/label"] = tf.constant(rng.integers(0, 10, meta_size), tf.int32)
-    return {k: tf.cast(v, dtype) if v.dtype == tf.float32 else v for k, v in batch.items()}
-
-
-def train_steps(model, *batches):
-    """Runs one training step per batch through the function `fit` runs."""
-    function = model.make_train_function()
-    iterator = iter(batches)
-    for _ in batches:
-        function(iterator)
 
 
 def assert_same_weights(a, b, tol):
