@@ -1,5 +1,6 @@
 """The package's layout: every module imports on its own, imports form no cycle, no
-TensorFlow or Keras internals outside the FLOP counter, no task named outside the tasks.
+TensorFlow or Keras internals outside the FLOP counter, no task named outside the tasks,
+no module over `MAX_LINES` lines but those allowed by name.
 
 All but the first test read the sources with `ast` (no import); the first imports
 every module, each after the others are forgotten, in one fresh process.
@@ -21,6 +22,18 @@ PACKAGE = pathlib.Path(robust_ssl.__file__).parent
 FLOP_COUNTER = PACKAGE / "bench" / "flops.py"
 # Where task names belong: the tasks themselves and the experiment configs.
 TASK_NAMES_ALLOWED = (PACKAGE / "tasks", PACKAGE / "configs")
+# A module is cut at its seams before it grows past this many lines.
+MAX_LINES = 500
+# The modules allowed to be longer. One "to cut" leaves the list when it is cut
+# (the test fails while a listed module is short enough).
+LONG_MODULES_ALLOWED = {
+    "robust_ssl.data.corruptions",  # its tables: every corruption's parameters at five severities
+    "robust_ssl.figures",  # to cut
+    "robust_ssl.model",  # to cut
+    "robust_ssl.rundir",  # to cut
+    "robust_ssl.study",  # to cut
+    "robust_ssl.train",  # to cut
+}
 
 
 def module_name(path):
@@ -167,3 +180,18 @@ def test_no_task_is_named_outside_the_tasks_and_configs():
             if all(part in names for part in parts):  # "rotation" or "rotation,color"
                 offenders.append(f"{name}:{line}: {value!r}")
     assert not offenders, "task names in code outside tasks/ and configs/:\n" + "\n".join(offenders)
+
+
+def line_count(path):
+    """Lines of a source file (what `wc -l` counts in a file that ends with a newline)."""
+    return len(path.read_text().splitlines())
+
+
+def test_no_module_is_longer_than_the_limit_unless_allowed():
+    assert LONG_MODULES_ALLOWED <= set(SOURCES), "allowed modules that do not exist"
+    lines = {name: line_count(path) for name, path in SOURCES.items()}
+    too_long = sorted(name for name, n in lines.items() if n > MAX_LINES and name not in LONG_MODULES_ALLOWED)
+    listed = ", ".join(f"{name} ({lines[name]} lines)" for name in too_long)
+    assert not too_long, f"modules over {MAX_LINES} lines, to cut at their seams: {listed}"
+    short = sorted(name for name in LONG_MODULES_ALLOWED if lines[name] <= MAX_LINES)
+    assert not short, f"allowed to be long but {MAX_LINES} lines or less; take them off the list: {short}"
