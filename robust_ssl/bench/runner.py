@@ -301,8 +301,8 @@ def run_interleaved(mode_names, settings, config_dict):
 
     Returns:
       dict mode name -> the result dict in the first precision, with
-      "interleaved": True and, where `REFERENCE_MODE` is among them,
-      "round_ratio_median" (the median over rounds of this mode's step time /
+      "interleaved": True and, where `REFERENCE_MODE` is among them (with
+      another mode), "round_ratio_median" (the median over rounds of this mode's step time /
       the reference's in the same round and precision). With several
       precisions also "by_precision" (short precision name -> that
       precision's result dict, with its own "round_ratio_median") and
@@ -326,7 +326,7 @@ def run_interleaved(mode_names, settings, config_dict):
         by_precision = {}
         for policy in precisions:
             result = {**runners[name, policy].result(), "interleaved": True}
-            if (REFERENCE_MODE, policy) in runners:
+            if (REFERENCE_MODE, policy) in runners and len(mode_names) > 1:
                 reference = runners[REFERENCE_MODE, policy].times
                 result["round_ratio_median"] = _paired_median(runners[name, policy].times, reference)
             by_precision[SHORT_NAMES[policy]] = result
