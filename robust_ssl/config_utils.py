@@ -118,10 +118,13 @@ def validate(config):
     if automl.enabled:
         if not names:
             raise ConfigError("automl.enabled needs at least one task in config.tasks")
-        if automl.mode not in ("fast", "naive"):
-            raise ConfigError(f"automl.mode must be 'fast' or 'naive'; got {automl.mode!r}")
-        if automl.alpha not in ("multiplier", "lr"):
-            raise ConfigError(f"automl.alpha must be 'multiplier' or 'lr'; got {automl.alpha!r}")
+        from robust_ssl.steps import ALPHA_MODES
+        from robust_ssl.weighting.lookahead import META_MODES
+
+        if automl.mode not in META_MODES:
+            raise ConfigError(f"automl.mode must be one of {META_MODES}; got {automl.mode!r}")
+        if automl.alpha not in ALPHA_MODES:
+            raise ConfigError(f"automl.alpha must be one of {ALPHA_MODES}; got {automl.alpha!r}")
         if automl.meta_optimizer not in ("sgd", "adam"):
             raise ConfigError(f"automl.meta_optimizer must be 'sgd' or 'adam'; got {automl.meta_optimizer!r}")
         if automl.meta_every < 1 or automl.meta_batch_size < 1 or automl.warmup_epochs < 0:
