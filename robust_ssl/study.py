@@ -25,10 +25,12 @@ figures are written again from the runs' files.
 
 An entry is `label=config:key=value,key=value` (label and overrides optional),
 e.g. `fixed4=automl4:automl.enabled=False` or `automl4_lr=automl4:automl.alpha=lr`.
+
+Here the runs are trained, scored and aggregated; the entries and their
+configs are `robust_ssl.study_entries`', the table and figures
+`robust_ssl.study_tables`' (their names are importable from here too).
 """
 
-import ast
-import dataclasses
 import os
 import time
 
@@ -37,138 +39,26 @@ import numpy as np
 from robust_ssl import config_utils, killpoints, rundir
 from robust_ssl.data import cifar10c
 from robust_ssl.errors import UserError
+from robust_ssl.study_entries import Entry as Entry
+from robust_ssl.study_entries import align_training_images as align_training_images
+from robust_ssl.study_entries import apply_overrides as apply_overrides
+from robust_ssl.study_entries import entry_config as entry_config
+from robust_ssl.study_entries import parse_entry as parse_entry
+from robust_ssl.study_entries import parse_overrides as parse_overrides
+from robust_ssl.study_entries import parse_value as parse_value
+from robust_ssl.study_entries import point_meta_validation_at as point_meta_validation_at
+from robust_ssl.study_tables import FAMILIES as FAMILIES
+from robust_ssl.study_tables import LAMBDA_FIGURE as LAMBDA_FIGURE
+from robust_ssl.study_tables import NO_METHOD as NO_METHOD
+from robust_ssl.study_tables import difference as difference
+from robust_ssl.study_tables import lambda_runs as lambda_runs
+from robust_ssl.study_tables import markdown as markdown
+from robust_ssl.study_tables import plot as plot
+from robust_ssl.study_tables import plot_lambdas as plot_lambdas
+from robust_ssl.study_tables import write_csv as write_csv
 
-# Hendrycks & Dietterich's four families of the 15 benchmark corruptions, and
-# the 4 extra ones.
-FAMILIES = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-    "extra": cifar10c.EXTRA_CORRUPTIONS,
-}
 CORRUPTED_DIR = "cifar10c"
 TABLE_FILES = ("study.md", "study.csv", "study.json", "study.png")
-# λ trajectories of the recipes with learned λ (written when there is one).
-LAMBDA_FIGURE = "lambdas.png"
-# The method of a recipe without learned λ (fixed λ, or no tasks).
-NO_METHOD = "–"
-
-
-@dataclasses.dataclass
-class Entry:
-    """One recipe of the study: a label, a config name or file, its own overrides."""
-
-    label: str
-    config: str
-    overrides: dict
-
-
-def parse_value(text):
-    """A Python literal where the text is one (1, 0.5, True, (64, 64)), else the string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_overrides(items):
-    """{"a.b": value} from "a.b=value" strings.
-
-    Raises:
-      UserError: an item without "=".
-    """
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"an override must be key=value; got {item!r}")
-        out[key.strip()] = parse_value(value.strip())
-    return out
-
-
-def parse_entry(text):
-    """`Entry` from "label=config:key=value,key=value" (label and overrides optional).
-
-    Raises:
-      UserError: an empty config.
-    """
-    label, sep, rest = text.partition("=")
-    if not sep or ":" in label or "/" in label:  # no label: the whole text is config[:overrides]
-        label, rest = None, text
-    config, _, overrides = rest.partition(":")
-    if not config.strip():
-        raise UserError(f"study entry {text!r} names no config")
-    items = [item for item in overrides.split(",") if item.strip()] if overrides else []
-    config = config.strip()
-    return Entry(label or os.path.splitext(os.path.basename(config))[0], config, parse_overrides(items))
-
-
-def apply_overrides(config, overrides):
-    """Sets dotted keys of a ConfigDict, refusing unknown ones in one line."""
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            if part not in node:
-                raise UserError(f"unknown config key {key!r}")
-            node = node[part]
-        if leaf not in node:
-            raise UserError(f"unknown config key {key!r}")
-        if isinstance(node[leaf], tuple) and isinstance(value, list):
-            value = tuple(value)
-        node[leaf] = value
-    return config
-
-
-def align_training_images(configs):
-    """Makes every run of a study train on the same images (in place).
-
-    Recipes that hold training images out for their meta loss (AutoML with a
-    hold-out) train on the rest; every other recipe then leaves the same
-    images out (`data.exclude_holdout`: the hold-out is a function of the
-    seed and its size).
-
-    Args:
-      configs: the study's ConfigDicts.
-
-    Raises:
-      UserError: recipes hold out different numbers of images.
-    """
-    sizes = sorted({config_utils.training_holdout(c) for c in configs} - {0})
-    if len(sizes) > 1:
-        raise UserError(
-            f"the study's recipes hold out different numbers of training images ({sizes}); "
-            f"give them one automl.validation.holdout, or pass --nosame_train_images"
-        )
-    for config in configs:
-        if sizes and not config_utils.training_holdout(config):
-            config.data.exclude_holdout = sizes[0]
-
-
-def point_meta_validation_at(configs, corrupted_dir):
-    """Recipes whose meta loss reads CIFAR-10-C read the study's own set (in place).
-
-    The study's set is written in a shuffled order, so "the first `per_block`
-    images of every block" of another CIFAR-10-C copy (tfds, the official
-    files) are other images than the first of this set's blocks; pointed at
-    this set, the meta loss sees exactly the images the evaluation leaves out.
-    """
-    for config in configs:
-        if config.automl.enabled and config.automl.validation.source == "cifar10c":
-            config.automl.validation.cifar10c_source = "npy"
-            config.automl.validation.cifar10c_dir = os.path.abspath(corrupted_dir)
-
-
-def entry_config(entry, overrides, seed):
-    """The ConfigDict of one run: the entry's config, the common overrides, its own, the seed."""
-    from robust_ssl import configs
-
-    config = configs.load(entry.config)
-    apply_overrides(config, overrides)
-    apply_overrides(config, entry.overrides)
-    config.seed = int(seed)
-    return config
 
 
 def _family_means(cells):
@@ -303,183 +193,6 @@ def _aggregate(rows, reference_errors):
     return table
 
 
-def _pct(value, std=None):
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
-def difference(row, reference, key="mean_accuracy_benchmark"):
-    """(row − reference) of `key` and whether it is within the spread over seeds.
-
-    Within the spread: |difference| ≤ std(row) + std(reference), the
-    standard deviations over seeds (None with one seed: no spread known).
-
-    Returns:
-      (difference, within) with within True, False or None.
-    """
-    if row[key] is None or reference[key] is None:
-        return None, None
-    delta = row[key] - reference[key]
-    stds = [row.get(f"{key}_std"), reference.get(f"{key}_std")]
-    if any(v is None for v in stds):
-        return delta, None
-    return delta, abs(delta) <= sum(stds)
-
-
-def _delta_text(delta, within):
-    if delta is None:
-        return "–"
-    return f"{100 * delta:+.1f}" + (" (within spread)" if within else "")
-
-
-def markdown(table, title="Robustness study"):
-    """The study table in markdown."""
-    families = list(FAMILIES)
-    header = (
-        [
-            "recipe",
-            "method",
-            "seeds",
-            "train images",
-            "clean",
-            "mean 15",
-            "Δ mean 15",
-            "mean 19",
-            "mCE (rel.)",
-        ]
-        + families
-        + ["λ at the end", "meta loss", "wall time"]
-    )
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, row in enumerate(table):
-        lambdas = ", ".join(f"{k} {v:.3g}" for k, v in row["lambdas"].items()) or "–"
-        meta = f"{row['meta_loss']:.3f}" if row["meta_loss"] is not None else "–"
-        wall = f"{row['wall_time_s'] / 60:.1f} min" if row["wall_time_s"] else "–"
-        counts = row.get("num_train") or []
-        cells = [
-            row["label"],
-            row.get("method", NO_METHOD),
-            str(len(row["seeds"])),
-            " / ".join(f"{n:,}" for n in counts) or "–",
-            _pct(row["clean_accuracy"], row["clean_accuracy_std"]),
-            _pct(row["mean_accuracy_benchmark"], row["mean_accuracy_benchmark_std"]),
-            _delta_text(*difference(row, table[0])) if i else "–",
-            _pct(row["mean_accuracy_all"], row["mean_accuracy_all_std"]),
-            _pct(row["mce_relative"], row["mce_relative_std"]),
-            *(_pct(row["families"][f]) for f in families),
-            lambdas,
-            meta,
-            wall,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "method: the weighting method that learned λ (`automl.method`), – where λ is fixed or there "
-        "are no tasks; accuracies in %; train images: the training images each run saw; mean 15: over the 15 "
-        "benchmark corruptions × 5 severities; Δ mean 15: minus the first recipe "
-        f"({table[0]['label']}), in points, '(within spread)' where it is no larger than the sum of "
-        "the two recipes' standard deviations over seeds; mean 19: with the 4 extra; mCE (rel.): "
-        "summed error over the 15 benchmark corruptions relative to the first recipe; families: mean "
-        "accuracy; ± : standard deviation over seeds.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def plot(table, path, title="Robustness study"):
-    """Grouped bars: clean, mean over 15 and over 19 corruptions, per family, per recipe."""
-    from robust_ssl import figures
-
-    groups = [
-        ("clean", "clean_accuracy"),
-        ("mean 15", "mean_accuracy_benchmark"),
-        ("mean 19", "mean_accuracy_all"),
-        *((f, None) for f in FAMILIES),
-    ]
-    # Top: the accuracies. Bottom: each recipe minus the first, in points:
-    # the differences between recipes are a few points on a 0-100 axis.
-    fig = figures.new_figure((max(8, 1.4 * len(groups) + 0.3 * len(table) * len(groups) / 2), 7.5), dpi=120)
-    ax, diff_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    width = 0.8 / len(table)
-    x = np.arange(len(groups))
-
-    def value(row, name, key):
-        v = row[key] if key else row["families"][name]
-        return np.nan if v is None else 100 * v
-
-    reference = [value(table[0], name, key) for name, key in groups]
-    for i, row in enumerate(table):
-        values = [value(row, name, key) for name, key in groups]
-        errors = [100 * (row.get(f"{key}_std") or 0) if key else 0 for _, key in groups]
-        offset = x + (i - (len(table) - 1) / 2) * width
-        color = f"C{i % 10}"
-        ax.bar(offset, values, width, yerr=errors, label=row["label"], capsize=2, color=color)
-        if i:
-            diff_ax.bar(offset, np.subtract(values, reference), width, color=color)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(table)), loc="lower right")
-    diff_ax.axhline(0, color="black", linewidth=0.8)
-    diff_ax.set_ylabel(f"points vs {table[0]['label']}")
-    diff_ax.set_title(f"Difference from {table[0]['label']} (accuracy points)", fontsize=10)
-    diff_ax.grid(axis="y", alpha=0.3)
-    diff_ax.set_xticks(x, [name for name, _ in groups])
-    fig.tight_layout()
-    return figures.save_png(fig, path, dpi=120)
-
-
-def lambda_runs(rows, log=print):
-    """The runs of the recipes that learned λ, for `figures.plot_lambda_trajectories`.
-
-    Args:
-      rows: the study's rows, one per run (`run_one`), in table order.
-      log: function for a line about each run left out (no lambdas.csv).
-
-    Returns:
-      {"<label> (<method>)": [run directories, one per seed]}, empty when no
-      recipe learned λ.
-    """
-    runs = {}
-    for row in rows:
-        method = row.get("method", NO_METHOD)
-        if method == NO_METHOD:
-            continue
-        if not os.path.isfile(os.path.join(row["run"], rundir.LAMBDAS)):
-            log(f"[{row['label']}] {row['run']} holds no {rundir.LAMBDAS}: left out of {LAMBDA_FIGURE}")
-            continue
-        runs.setdefault(f"{row['label']} ({method})", []).append(row["run"])
-    return runs
-
-
-def plot_lambdas(rows, path, title="Robustness study", log=print):
-    """λ trajectories of every recipe that learned λ, all seeds, one panel per recipe.
-
-    The figure is an addition to the table: a λ file it cannot read is one
-    logged line, not the study's failure.
-
-    Args:
-      rows: the study's rows, one per run (`run_one`), in table order.
-      path: PNG file to write.
-      title: the study's title (the figure's title names λ and it).
-      log: function for progress lines.
-
-    Returns:
-      The path written, or None when no recipe learned λ (or the figure
-      could not be drawn).
-    """
-    from robust_ssl import figures
-
-    runs = lambda_runs(rows, log)
-    if not runs:
-        return None
-    try:
-        return figures.plot_lambda_trajectories(runs, path, title=f"λ of each task during training: {title}")
-    except UserError as e:
-        log(f"{LAMBDA_FIGURE} not written: {e}")
-        return None
-
-
 def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=print, same_train_images=True):
     """Trains, scores and tabulates every entry × seed (see the module docstring).
 
@@ -535,40 +248,10 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
     rundir.write_json(
         paths["study.json"], {"title": title, "overrides": overrides, "table": table, "runs": rows}
     )
-    _write_csv(table, paths["study.csv"])
+    write_csv(table, paths["study.csv"])
     plot(table, paths["study.png"], title)
     lambdas = plot_lambdas(rows, os.path.join(workdir, LAMBDA_FIGURE), title, log)
     if lambdas:
         paths[LAMBDA_FIGURE] = lambdas
     log(f"study of {len(rows)} run(s) done in {time.time() - start:.0f} s this session")
     return table, paths
-
-
-def _write_csv(table, path):
-    fields = ["label", "method", "config", "seeds", "num_train", "clean_accuracy", "mean_accuracy_benchmark"]
-    fields += ["mean_accuracy_benchmark_std", "mean_accuracy_all"]
-    fields += ["mce_relative", *(f"family_{f}" for f in FAMILIES), "lambdas", "meta_loss", "wall_time_s"]
-    lines = [",".join(fields)]
-    for row in table:
-        values = [row["label"], row.get("method", NO_METHOD), row["config"], " ".join(map(str, row["seeds"]))]
-        values += [" ".join(map(str, row.get("num_train") or []))]
-        values += [
-            row[k]
-            for k in (
-                "clean_accuracy",
-                "mean_accuracy_benchmark",
-                "mean_accuracy_benchmark_std",
-                "mean_accuracy_all",
-                "mce_relative",
-            )
-        ]
-        values += [row["families"][f] for f in FAMILIES]
-        values += [
-            " ".join(f"{k}={v:.4g}" for k, v in row["lambdas"].items()),
-            row["meta_loss"],
-            row["wall_time_s"],
-        ]
-        lines.append(
-            ",".join("" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in values)
-        )
-    rundir.write_text(path, "\n".join(lines) + "\n")
