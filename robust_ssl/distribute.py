@@ -121,6 +121,52 @@ def is_chief(strategy):
     return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
+def broadcast_from_chief(strategy, variables):
+    """Gives every worker the chief's values of `variables` (multi-worker only).
+
+    Each worker of a multi-worker run resumes from the newest checkpoint in
+    its own folder, and a kill can leave those folders a step apart (a worker
+    killed between its λ row and its checkpoint, or time-triggered
+    checkpoints taken at different steps). Resuming from different steps
+    would pair different batches in every all-reduce; so after the restore
+    the chief's weights, λ and optimiser states (its step count included) are
+    sent to every worker. The values travel as one float64 vector summed over
+    the replicas, with replica 0 (the chief's first: TensorFlow numbers the
+    chief, or worker 0 without one, first) contributing them and every other
+    replica zeros, so they arrive bit-exact (x + 0 = x; float32 and int64
+    step counts below 2**53 are exact in float64).
+
+    Args:
+      strategy: the run's `tf.distribute` strategy; nothing happens unless it
+        is a `MultiWorkerMirroredStrategy` over several tasks.
+      variables: the variables to share (built; same order on every worker).
+
+    Returns:
+      Whether values were exchanged.
+    """
+    import numpy as np
+
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return False
+    if sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) < 2:
+        return False
+    variables = list(variables)
+    values = [np.asarray(v.numpy()) for v in variables]
+    flat = np.concatenate([value.astype(np.float64).ravel() for value in values]) if values else np.zeros(0)
+    zeros = np.zeros_like(flat)
+    shared = strategy.experimental_distribute_values_from_function(
+        lambda context: flat if context.replica_id_in_sync_group == 0 else zeros
+    )
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, shared, axis=None).numpy()
+    offset = 0
+    for variable, value in zip(variables, values):
+        size = value.size
+        variable.assign(total[offset : offset + size].reshape(value.shape).astype(value.dtype))
+        offset += size
+    return True
+
+
 def _multi_worker_strategy():
     """MultiWorkerMirroredStrategy with a collective timeout."""
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)

@@ -361,7 +361,8 @@ def resume_line(checkpoint, workdir, step, steps_per_epoch, epochs):
     Epochs are numbered from 1, as the progress bar and `epoch_NNN.keras`.
 
     Args:
-      checkpoint: path of the checkpoint restored.
+      checkpoint: path of the checkpoint restored; None on a worker that took
+        the chief's state (`distribute.broadcast_from_chief`).
       workdir: the run's directory (the path is shown relative to it).
       step: global steps done at the checkpoint.
       steps_per_epoch, epochs: the run's schedule.
@@ -369,7 +370,7 @@ def resume_line(checkpoint, workdir, step, steps_per_epoch, epochs):
     Returns:
       e.g. "resuming from checkpoints/epoch_002.keras: epoch 2 of 3 done (step 140); continuing with epoch 3".
     """
-    name = os.path.relpath(checkpoint, workdir)
+    name = os.path.relpath(checkpoint, workdir) if checkpoint else "the chief's checkpoint"
     done, within = divmod(step, steps_per_epoch)
     if within:
         where = f"epoch {done + 1} of {epochs} at step {within} of {steps_per_epoch} (global step {step})"
@@ -442,12 +443,16 @@ def train_and_evaluate(config, workdir):
             sum(int(v.numpy().size) for v in model.psi_variables),
         )
         restored = restore_latest(model, os.path.join(workdir, rundir.CHECKPOINTS))
+        # Every worker resumes where the chief does (its folder may be a step behind).
+        distribute.broadcast_from_chief(
+            strategy, [*model.variables, *model.optimizer.variables, *model.meta_optimizer.variables]
+        )
         start_step = int(model.optimizer.iterations.numpy())
         initial_epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
-        if restored:
-            print(
-                resume_line(restored, workdir, start_step, steps_per_epoch, config.train.epochs), flush=True
-            )
+        if restored or start_step:
+            # A worker other than the chief continues from the chief's state, whatever its own folder held.
+            source = restored if distribute.is_chief(strategy) else None
+            print(resume_line(source, workdir, start_step, steps_per_epoch, config.train.epochs), flush=True)
         dropped = rundir.cut_logs(workdir, initial_epoch, start_step)
         if dropped:
             logging.info(

@@ -175,18 +175,11 @@ def uninterrupted(tmp_path_factory):
         # without it, so its newest checkpoint is step 4's too.
         "train.checkpoint.step_4",
         # Worker 1 has logged step 4's λ, not yet saved its checkpoint; the
-        # chief saves step 4's. Each worker resumes from the newest checkpoint
-        # of its own folder, so the chief resumes at step 4 and worker 1 at
-        # step 3: their all-reduces pair different batches, the chief ends
-        # (status 0) with other weights, worker 1 with a lost-contact error.
-        pytest.param(
-            "train.lambdas.step_4",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="the workers resume from their own newest checkpoints, which a kill can leave one step apart",
-            ),
-        ),
+        # chief saves step 4's. Each worker restores the newest checkpoint of
+        # its own folder (worker 1: step 3), then takes the chief's weights, λ
+        # and optimiser states (distribute.broadcast_from_chief), so both
+        # resume at step 4 and their all-reduces pair the same batches.
+        "train.lambdas.step_4",
     ],
 )
 def test_a_worker_killed_mid_epoch_then_all_restarted_ends_as_the_uninterrupted_run(
@@ -208,8 +201,12 @@ def test_a_worker_killed_mid_epoch_then_all_restarted_ends_as_the_uninterrupted_
 
     # Both restarted with the same commands: each resumes from the same step.
     codes, out = run_workers(workdir, tmp_path)
-    resumed = [re.findall(r"^resuming from (\S+):", text, re.M)[-1:] for text in out]
-    assert resumed[0] == resumed[1] == ["checkpoints/epoch_001_step_0000004.keras"], resumed
+    resumed = [re.findall(r"^resuming from (.+?): (.*)$", text, re.M)[-1:] for text in out]
+    assert [r[0][0] for r in resumed] == [
+        "checkpoints/epoch_001_step_0000004.keras",
+        "the chief's checkpoint",
+    ]
+    assert all("(global step 4)" in r[0][1] for r in resumed), resumed
     assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
 
     reference = rundir.load_model(str(uninterrupted / "model.keras"))
