@@ -12,8 +12,10 @@ waits for. Nothing runs after a SIGKILL: no handler, no `finally`.
   bit-identical, lambdas.csv identical, metrics.csv has every epoch once,
   run_state.json one entry per session, and no temporary file is left.
 - `robust-ssl train` on two workers (in tests/test_multiworker.py, slow):
-  worker 1 killed mid-epoch after its step checkpoint, its peer stopping, both
-  restarted; both end bit-identical to the uninterrupted two-worker run.
+  worker 1 killed mid-epoch after its step checkpoint, or after its λ row
+  before that checkpoint (its folder a step behind the chief's), its peer
+  stopping, both restarted; both end bit-identical to the uninterrupted
+  two-worker run.
 - `robust-ssl evaluate`: killed after some cells, inside the write of the
   partial results, and after the reports but before the partial results are
   removed; the final robustness.json and robustness.csv equal an
