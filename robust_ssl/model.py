@@ -22,36 +22,12 @@ import tensorflow as tf
 
 from robust_ssl import networks, steps
 from robust_ssl.errors import ConfigError
-from robust_ssl.networks import backbone_spec, build_backbone, linear_head
+from robust_ssl.networks import all_layers, backbone_spec, build_backbone, linear_head, stateless
 from robust_ssl.steps import ALPHA_MODES
 from robust_ssl.tasks import Forward, make_tasks
 from robust_ssl.tasks.base import flatten_views, sparse_ce
 from robust_ssl.weighting import lookahead, make_method
 from robust_ssl.weighting.lookahead import META_MODES
-
-
-def stateless(layer):
-    """Wraps a layer as a callable that discards its state updates (BN statistics)."""
-
-    def call(inputs, training=False):
-        outputs, _ = layer.stateless_call(
-            [v.value for v in layer.trainable_variables],
-            [v.value for v in layer.non_trainable_variables],
-            inputs,
-            training=training,
-        )
-        return outputs
-
-    return call
-
-
-def _all_layers(models):
-    """Every layer of `models`, nested models' layers included."""
-    for model in models:
-        for layer in model.layers:
-            yield layer
-            if hasattr(layer, "layers"):
-                yield from _all_layers([layer])
 
 
 @keras.saving.register_keras_serializable(package="robust_ssl")
@@ -171,7 +147,7 @@ class RobustSSLModel(keras.Model):
         if self.sync_batch_norm:
             # Keras reads `synchronized` at call time: all-reduce BN moments
             # across replicas in every trunk and head forward.
-            for layer in _all_layers([self.trunk, *self.task_heads]):
+            for layer in all_layers([self.trunk, *self.task_heads]):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
 

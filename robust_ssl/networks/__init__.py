@@ -11,6 +11,10 @@ named by a spec that is saved with the model, so that every tool rebuilds it:
 - `{"name": "my_package.my_module:my_backbone"}`: a function of the user's,
   `my_backbone(image_shape) -> keras.Model` returning [N, F] features. It must
   be importable wherever the model is loaded.
+
+`stateless(layer)` runs a network without moving its batch-norm statistics
+(the model's extra forwards, the heads in a lookahead, test-time adaptation);
+`all_layers` walks nested models' layers.
 """
 
 from robust_ssl.networks.applications import build_application, is_application
@@ -86,7 +90,48 @@ def build_backbone(spec, image_shape, name="trunk"):
     return build_application(spec["name"], tuple(image_shape), name=name)
 
 
+def stateless(layer):
+    """Wraps a layer as a callable that discards its state updates (BN statistics).
+
+    Args:
+      layer: a built Keras layer or model.
+
+    Returns:
+      `call(inputs, training=False)`: the layer's outputs, computed with
+      `stateless_call` on its current variables; its moving statistics stay
+      as they are.
+    """
+
+    def call(inputs, training=False):
+        outputs, _ = layer.stateless_call(
+            [v.value for v in layer.trainable_variables],
+            [v.value for v in layer.non_trainable_variables],
+            inputs,
+            training=training,
+        )
+        return outputs
+
+    return call
+
+
+def all_layers(models):
+    """Every layer of `models`, nested models' layers included.
+
+    Args:
+      models: Keras models (or layers with `layers`).
+
+    Yields:
+      Each layer, a nested model before its own layers.
+    """
+    for model in models:
+        for layer in model.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from all_layers([layer])
+
+
 __all__ = [
+    "all_layers",
     "backbone_spec",
     "build_backbone",
     "check_backbone",
@@ -94,4 +139,5 @@ __all__ = [
     "deconv_decoder",
     "describe",
     "linear_head",
+    "stateless",
 ]

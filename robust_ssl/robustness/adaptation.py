@@ -77,7 +77,7 @@ import numpy as np
 import tensorflow as tf
 
 from robust_ssl.errors import UserError
-from robust_ssl.model import stateless
+from robust_ssl.networks import stateless
 from robust_ssl.robustness.adaptation_image import ImageTTT
 from robust_ssl.robustness.adaptation_modes import BATCH_TTT, MODES, Settings
 from robust_ssl.robustness.adaptation_modes import parse_modes as parse_modes
