@@ -17,8 +17,17 @@ A run writes into its workdir (file names and formats: `robust_ssl.rundir`):
   model.keras          the final model
   results.json         final clean test accuracy and the run's summary
   meta_validation.json what the AutoML meta loss saw (so evaluation can exclude it)
+
+`train_and_evaluate` holds the workdir's lock around three steps on one `Run`:
+`prepare_run` (the workdir checked, the config written, the data, the model),
+`fit_with_resume` (the newest checkpoint restored, the logs cut back to it,
+training to `train.epochs`) and `finish_run` (the clean test set, model.keras,
+results.json). The meta loss's hold-out is `robust_ssl.meta_validation`'s,
+checkpoints are restored by `robust_ssl.restore`; `meta_validation`,
+`restore_latest` and `resume_line` are importable from here too.
 """
 
+import dataclasses
 import os
 import socket
 import time
@@ -29,119 +38,16 @@ from absl import logging
 
 from robust_ssl import callbacks as callbacks_lib
 from robust_ssl import config_utils, distribute, loop, preflight, rundir, weighting
-from robust_ssl.data import cifar10c, datasets, pipeline, splits
-from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
+from robust_ssl.data import datasets, pipeline
+from robust_ssl.errors import ConfigError, TrainingDivergedError
+from robust_ssl.meta_validation import meta_validation as meta_validation
 from robust_ssl.model import RobustSSLModel
 from robust_ssl.precision import set_precision as set_precision
 from robust_ssl.precision import use_precision
+from robust_ssl.restore import prepare_workdir
+from robust_ssl.restore import restore_latest as restore_latest
+from robust_ssl.restore import resume_line as resume_line
 from robust_ssl.tasks import parse_task_names
-
-
-def meta_validation(config, data):
-    """Splits off or loads the validation stream of the meta loss.
-
-    A `train_holdout` / `corrupted_holdout` hold-out is drawn by `config.seed`
-    and stratified by class (`splits.stratified_split`): image folders are read
-    class by class, so "the first N images" would be whole classes that
-    training never sees. `config.data.exclude_holdout` = N leaves the same N
-    images out of the training set of a run that holds none out itself (a
-    study's other recipes), so that all train on the same images.
-
-    Args:
-      config: the experiment ConfigDict.
-      data: `DataSplits` of the run.
-
-    Returns:
-      (the training examples — (images, labels) arrays, or the
-      `folders.ImageFiles` a streamed folder is read from —, meta dataset or
-      None, record dict for meta_validation.json).
-
-    Raises:
-      ConfigError: a hold-out that would leave a class without training images.
-    """
-    source = data.train_source if data.train_source is not None else pipeline.to_arrays(data.train)
-    labels = pipeline.labels_of(source)
-    val = config.automl.validation
-    holdout = config_utils.training_holdout(config)
-    uses_holdout = holdout > 0
-    excluded = int(config.data.get("exclude_holdout", 0) or 0)
-    if not config.automl.enabled and not excluded:
-        return source, None, {"source": None}
-    record = {"source": val.source if config.automl.enabled else None}
-    if uses_holdout or excluded:
-        holdout = holdout or excluded
-        key = "automl.validation.holdout" if uses_holdout else "data.exclude_holdout"
-        source, held, record_split = _hold_out(config, data, source, labels, holdout, key)
-        record.update(record_split)
-        if uses_holdout:
-            meta = pipeline.to_arrays(held)
-            if val.source == "corrupted_holdout":
-                corruption_names, severities = config_utils.holdout_corruptions(val)
-                meta = _corrupt_holdout(meta, corruption_names, severities, config.seed)
-                record.update(corruptions=corruption_names, severities=severities)
-            return source, tf.data.Dataset.from_tensor_slices(meta), record
-        # The same images an AutoML run of this seed holds out, left out of
-        # training so that recipes with and without AutoML see one set.
-        record["excluded_from_training"] = True
-    if not config.automl.enabled:
-        return source, None, record
-    meta = cifar10c.load_part(
-        val.cifar10c_source,
-        "meta",
-        int(val.per_block),
-        directory=val.cifar10c_dir or None,
-    )
-    record.update(
-        {
-            "source": "cifar10c",
-            "cifar10c_source": val.cifar10c_source,
-            "cifar10c_dir": val.cifar10c_dir or None,
-            "per_block": int(val.per_block),
-            "corruptions": list(cifar10c.ALL_CORRUPTIONS),
-        }
-    )
-    return source, meta, record
-
-
-def _hold_out(config, data, source, labels, holdout, key):
-    """(the rest, the held-out examples, record) of a seeded, stratified hold-out of `holdout`."""
-    if not 0 < holdout < len(labels):
-        raise ConfigError(f"{key} must be in (0, {len(labels)}); got {holdout}")
-    rest, held = splits.stratified_split(labels, holdout, seed=config.seed)
-    names = data.class_names or [str(i) for i in range(data.num_classes)]
-    train_counts = splits.class_counts(labels[rest], names)
-    held_counts = splits.class_counts(labels[held], names)
-    emptied = [name for name, count in train_counts.items() if count == 0 and held_counts[name]]
-    if emptied:
-        raise ConfigError(
-            f"{key}={holdout} leaves class(es) {', '.join(emptied[:5])} "
-            f"without training images; use a smaller hold-out"
-        )
-    logging.info(
-        "%s: %d images held out (%s); training: %d images (%s)",
-        key,
-        len(held),
-        ", ".join(f"{k} {v}" for k, v in held_counts.items()),
-        len(rest),
-        ", ".join(f"{k} {v}" for k, v in train_counts.items()),
-    )
-    record = {
-        "holdout": holdout,
-        "split": "stratified by class, drawn by seed",
-        "seed": int(config.seed),
-        "holdout_class_counts": held_counts,
-        "train_class_counts": train_counts,
-    }
-    return pipeline.take(source, rest), pipeline.take(source, held), record
-
-
-def _corrupt_holdout(meta, names, severities, seed):
-    """Corrupted copies of the held-out (images, labels) (the extra corruptions by default)."""
-    from robust_ssl.data import corruptions
-
-    images, labels = meta
-    logging.info("corrupting %d held-out images with %s at severities %s", len(images), names, severities)
-    return corruptions.corrupted_holdout(images.astype("uint8"), labels, names, severities, seed=seed)
 
 
 def make_deterministic(config):
@@ -182,81 +88,6 @@ def make_deterministic(config):
 def _device_kind():
     gpus = tf.config.list_logical_devices("GPU")
     return f"GPU x{len(gpus)}" if gpus else "CPU"
-
-
-def _short(error):
-    text = str(error).strip().splitlines()
-    return (text[0] if text and text[0] else type(error).__name__)[:160]
-
-
-def _load_checkpoint(model, path):
-    """Loads one checkpoint into `model`; the reason it cannot, or None when it did."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:  # reads every member: truncation, bad CRC
-            bad = archive.testzip()
-        if bad is not None:
-            return f"bad CRC in {bad}"
-        saved = keras.saving.load_model(path, compile=True)
-    except Exception as e:  # noqa: BLE001 — any failure means "not this checkpoint"
-        return f"{type(e).__name__}: {_short(e)}"
-    if not isinstance(saved, RobustSSLModel):
-        return f"a {type(saved).__name__}, not a RobustSSLModel"
-    pairs = [
-        ("weights", model.variables, getattr(saved, "variables", [])),
-        ("optimizer", model.optimizer.variables, getattr(saved.optimizer, "variables", [])),
-        ("meta-optimizer", model.meta_optimizer.variables, getattr(saved.meta_optimizer, "variables", [])),
-    ]
-    for what, targets, sources in pairs:  # check everything before changing anything
-        if len(targets) != len(sources):
-            return f"a checkpoint of another model ({len(sources)} {what} variables, this model has {len(targets)})"
-        for target, source in zip(targets, sources):
-            if tuple(target.shape) != tuple(source.shape):
-                return (
-                    f"a checkpoint of another model ({what} variable {target.path} has shape "
-                    f"{tuple(source.shape)}, this model {tuple(target.shape)})"
-                )
-    for _, targets, sources in pairs:
-        for target, source in zip(targets, sources):
-            target.assign(source.numpy())
-    return None
-
-
-def restore_latest(model, directory):
-    """Loads the newest checkpoint that loads into `model` (weights, λ, optimisers).
-
-    Checkpoints are tried newest first (`rundir.checkpoints`: by epoch and
-    step). One that does not load — truncated, damaged inside (bad CRC), not
-    a Keras file, or a checkpoint of another model — is named in one warning
-    line with the reason, left in place, and the previous one is tried.
-
-    Args:
-      model: a built, compiled model of the same config.
-      directory: the run's checkpoints/ folder.
-
-    Returns:
-      The path of the checkpoint loaded, or None when there is none (the
-      model is then unchanged). The step to resume from is
-      `model.optimizer.iterations`.
-
-    Raises:
-      UserError: there are checkpoints but none of them loads.
-    """
-    found = rundir.checkpoints(directory)
-    reasons = []
-    for path in reversed(found):
-        reason = _load_checkpoint(model, path)
-        if reason is None:
-            return path
-        logging.warning("checkpoint %s does not load (%s); trying the previous one", path, reason)
-        reasons.append(f"{os.path.basename(path)}: {reason}")
-    if found:
-        raise UserError(
-            f"no checkpoint in {directory} loads ({'; '.join(reasons)}); "
-            f"move that folder aside to start afresh"
-        )
-    return None
 
 
 def build_model(config, num_classes, steps_per_epoch, class_names=None):
@@ -306,47 +137,6 @@ def build_model(config, num_classes, steps_per_epoch, class_names=None):
     return model
 
 
-def _prepare_workdir(config, workdir):
-    """Checks that `workdir` holds no other run and writes the config.
-
-    A workdir whose config.json differs from `config` (`config_utils.differences`;
-    a raised `train.epochs` is the same run, continued) is refused unless
-    `train.overwrite`, which drops that run's checkpoints and logs. A workdir
-    with a config.json but neither a checkpoint nor a model (a run that
-    stopped before its first checkpoint) is simply started again.
-
-    Raises:
-      ConfigError: the workdir holds a different run.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    started = rundir.checkpoints(os.path.join(workdir, rundir.CHECKPOINTS)) or os.path.exists(
-        os.path.join(workdir, rundir.MODEL)
-    )
-    try:
-        changed = config_utils.differences(config, workdir)
-    except UserError as e:  # a damaged config.json: which run this is cannot be told
-        if started and not config.train.overwrite:
-            raise ConfigError(
-                f"{e}; restore it to resume the run in {workdir}, use another --workdir, or "
-                f"--config.train.overwrite=True to start afresh there"
-            ) from None
-        changed = [rundir.CONFIG]
-    if changed and started and not config.train.overwrite:
-        raise ConfigError(
-            f"{workdir} holds a run with a different config ({', '.join(changed[:5])}"
-            f"{', …' if len(changed) > 5 else ''}); use another --workdir or "
-            f"--config.train.overwrite=True to start afresh there"
-        )
-    if changed:  # overwrite, or nothing to resume: drop the other run's resume state and logs
-        import shutil
-
-        shutil.rmtree(os.path.join(workdir, rundir.CHECKPOINTS), ignore_errors=True)
-        for name in rundir.RUN_LOGS:
-            if os.path.exists(os.path.join(workdir, name)):
-                os.remove(os.path.join(workdir, name))
-    config_utils.write(config, workdir)
-
-
 def _divergence_message(error):
     text = str(getattr(error, "message", error))
     start = text.find("robust_ssl:")
@@ -355,29 +145,301 @@ def _divergence_message(error):
     return f"training stopped: {detail[:300]}; the last epoch checkpoint is kept"
 
 
-def resume_line(checkpoint, workdir, step, steps_per_epoch, epochs):
-    """The line a resumed run prints: which checkpoint, where in the run it stands.
+@dataclasses.dataclass
+class Run:
+    """One session of a training run: set up by `prepare_run`, trained by `fit_with_resume`, closed by `finish_run`.
 
-    Epochs are numbered from 1, as the progress bar and `epoch_NNN.keras`.
+    Attributes:
+      config: the resolved ConfigDict (precision "auto" resolved).
+      workdir: the run's folder (a worker's own folder on a worker other than the chief).
+      strategy: the `tf.distribute` strategy.
+      data: the run's `DataSplits`.
+      train_examples: what it trains on (`meta_validation`: all but a hold-out).
+      meta_examples: the meta loss's validation stream, or None.
+      num_train: training images.
+      steps_per_epoch: training steps per epoch.
+      model: the compiled model.
+      start, cpu_start: wall and CPU clock when this session began.
+      start_step: global step this session resumed from (set by `fit_with_resume`).
+      session: this session's entry of run_state.json (set by `fit_with_resume`).
+      test_ds: the clean test set (set by `fit_with_resume`).
+    """
+
+    config: object
+    workdir: str
+    strategy: object
+    data: object
+    train_examples: object
+    meta_examples: object
+    num_train: int
+    steps_per_epoch: int
+    model: RobustSSLModel
+    start: float
+    cpu_start: float
+    start_step: int = 0
+    session: dict = None
+    test_ds: object = None
+
+    @property
+    def multi_worker(self):
+        """Whether the run trains with the package's own multi-worker loop (Keras fit does not support it)."""
+        return self.config.get("distribute", "none") == "multi_worker"
+
+    def record(self, step=None):
+        """Records this session in run_state.json: steps, wall and CPU time so far.
+
+        Args:
+          step: global steps done (None: as last recorded).
+
+        Returns:
+          The run's totals over all its sessions (`rundir.record_session`).
+        """
+        if step is not None:
+            self.session["steps"] = int(step)
+        self.session["wall_time_s"] = round(time.time() - self.start, 1)
+        self.session["cpu_time_s"] = round(time.process_time() - self.cpu_start, 1)
+        return rundir.record_session(self.workdir, self.session)
+
+
+def prepare_run(config, workdir, strategy):
+    """Sets a session up: the workdir checked and its config written, the data, the model.
+
+    Call it holding the workdir's lock.
 
     Args:
-      checkpoint: path of the checkpoint restored; None on a worker that took
-        the chief's state (`distribute.broadcast_from_chief`).
-      workdir: the run's directory (the path is shown relative to it).
-      step: global steps done at the checkpoint.
-      steps_per_epoch, epochs: the run's schedule.
+      config: the experiment ConfigDict (checked by `preflight.check`).
+      workdir: the run's folder.
+      strategy: the distribution strategy (`distribute.make_strategy`).
 
     Returns:
-      e.g. "resuming from checkpoints/epoch_002.keras: epoch 2 of 3 done (step 140); continuing with epoch 3".
+      The `Run`, its model built but not yet restored.
+
+    Raises:
+      ConfigError: the workdir holds a different run; a training set smaller
+        than one batch, or batches that do not divide by the replicas.
+      UserError: data not available.
     """
-    name = os.path.relpath(checkpoint, workdir) if checkpoint else "the chief's checkpoint"
-    done, within = divmod(step, steps_per_epoch)
-    if within:
-        where = f"epoch {done + 1} of {epochs} at step {within} of {steps_per_epoch} (global step {step})"
-        return f"resuming from {name}: {where}; continuing from there"
-    return (
-        f"resuming from {name}: epoch {done} of {epochs} done (step {step}); continuing with epoch {done + 1}"
+    config = use_precision(config, workdir)  # "auto" resolved, printed and recorded in config.json
+    prepare_workdir(config, workdir)
+    keras.utils.set_random_seed(config.seed)
+    start, cpu_start = time.time(), time.process_time()
+
+    data = datasets.load_data(config.data)
+    if data.skipped:
+        logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
+    print(datasets.describe(data, config.data), flush=True)
+    train_examples, meta_examples, meta_record = meta_validation(config, data)
+    num_train = len(pipeline.labels_of(train_examples))
+    rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
+    batch_size = config.train.batch_size
+    if num_train < batch_size:
+        raise ConfigError(f"the training set has {num_train} images, fewer than one batch of {batch_size}")
+    steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
+
+    distribute.check_batch_sizes(
+        strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
     )
+    with strategy.scope():
+        model = build_model(config, data.num_classes, steps_per_epoch, data.class_names)
+    logging.info(
+        "%s at %dx%d, tasks %s: %d parameters (trunk + main head: %d)",
+        model.backbone_name,
+        *model.image_shape[:2],
+        model.task_names or "none",
+        sum(int(v.numpy().size) for v in model.network_variables),
+        sum(int(v.numpy().size) for v in model.psi_variables),
+    )
+    return Run(
+        config,
+        workdir,
+        strategy,
+        data,
+        train_examples,
+        meta_examples,
+        num_train,
+        steps_per_epoch,
+        model,
+        start,
+        cpu_start,
+    )
+
+
+def _resume(run):
+    """Restores the newest checkpoint, cuts the logs back to it, records the session; (epoch, step in it)."""
+    model, steps_per_epoch = run.model, run.steps_per_epoch
+    restored = restore_latest(model, os.path.join(run.workdir, rundir.CHECKPOINTS))
+    # Every worker resumes where the chief does (its folder may be a step behind).
+    distribute.broadcast_from_chief(
+        run.strategy, [*model.variables, *model.optimizer.variables, *model.meta_optimizer.variables]
+    )
+    start_step = int(model.optimizer.iterations.numpy())
+    initial_epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
+    if restored or start_step:
+        # A worker other than the chief continues from the chief's state, whatever its own folder held.
+        source = restored if distribute.is_chief(run.strategy) else None
+        print(
+            resume_line(source, run.workdir, start_step, steps_per_epoch, run.config.train.epochs), flush=True
+        )
+    dropped = rundir.cut_logs(run.workdir, initial_epoch, start_step)
+    if dropped:
+        logging.info(
+            "cut the logs back to step %d: %s",
+            start_step,
+            ", ".join(f"{n} row(s) of {name}" for name, n in dropped.items()),
+        )
+    run.start_step = start_step
+    run.session = {
+        "id": f"{socket.gethostname()}:{os.getpid()}:{run.start:.3f}",
+        "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.start)),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "resumed_from_step": start_step,
+        "steps": start_step,
+    }
+    run.record()
+    return initial_epoch, done_in_epoch
+
+
+def _callbacks(run):
+    """The run's Keras callbacks: throughput, λ and metric logs, TensorBoard, checkpoints."""
+    config, workdir = run.config, run.workdir
+    return [
+        callbacks_lib.Throughput(config.train.batch_size),
+        callbacks_lib.LambdaLogger(
+            os.path.join(workdir, rundir.LAMBDAS),
+            run.model.task_names,
+            config.train.log_every_steps,
+            tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
+        ),
+        callbacks_lib.EpochCSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
+        callbacks_lib.AtomicCheckpoint(
+            os.path.join(workdir, rundir.CHECKPOINTS),
+            config.train.keep_checkpoints,
+            every_steps=config.train.get("checkpoint_every_steps", 0),
+            every_minutes=config.train.get("checkpoint_every_minutes", 0),
+            steps_per_epoch=run.steps_per_epoch,
+            on_save=run.record,
+        ),
+    ]
+
+
+def _train_dataset(run, first_step):
+    config = run.config
+    return pipeline.training_dataset(
+        run.train_examples,
+        run.model.tasks,
+        config.train.batch_size,
+        seed=config.seed,
+        meta_examples=run.meta_examples,
+        meta_batch_size=config.automl.meta_batch_size,
+        augment_images=config.data.augment,
+        start_step=first_step,
+    )
+
+
+def _fit(run, callbacks, first_epoch, epochs, steps):
+    """Epochs first_epoch … epochs - 1 of `steps` steps, from global step `model.optimizer.iterations`."""
+    config, model = run.config, run.model
+    first_step = int(model.optimizer.iterations.numpy())
+    validation = run.test_ds if config.train.eval_every_epoch else None
+    if run.multi_worker:  # Keras fit does not support it (keras-team/keras#20585)
+        loop.custom_fit(
+            model,
+            run.strategy,
+            lambda: _train_dataset(run, first_step),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            initial_epoch=first_epoch,
+            callbacks=callbacks,
+            validation_data=validation,
+            verbose=config.train.verbose,
+        )
+    else:
+        model.fit(
+            _train_dataset(run, first_step),
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
+            shuffle=False,  # the stream is already shuffled, by step
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=config.train.verbose,
+        )
+
+
+def fit_with_resume(run):
+    """Trains a prepared run to `train.epochs`, from its newest checkpoint that loads.
+
+    A run resumed mid-epoch first trains the rest of that epoch, then whole
+    epochs; the logs are cut back to the checkpoint first (`rundir.cut_logs`)
+    and the session is recorded in run_state.json.
+
+    Args:
+      run: the `Run` of `prepare_run`; its start_step, session and test_ds
+        are set here.
+
+    Raises:
+      UserError: there are checkpoints but none of them loads.
+      TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
+    """
+    initial_epoch, done_in_epoch = _resume(run)
+    run.test_ds = pipeline.evaluation_dataset(run.data.test, run.config.train.eval_batch_size)
+    callbacks = _callbacks(run)
+    epochs, steps_per_epoch = run.config.train.epochs, run.steps_per_epoch
+    try:
+        if done_in_epoch and initial_epoch < epochs:
+            # Resuming mid-epoch: the rest of that epoch, then whole epochs.
+            _fit(run, callbacks, initial_epoch, initial_epoch + 1, steps_per_epoch - done_in_epoch)
+            initial_epoch += 1
+        if initial_epoch < epochs:
+            _fit(run, callbacks, initial_epoch, epochs, steps_per_epoch)
+    except tf.errors.InvalidArgumentError as e:
+        run.record()
+        if "robust_ssl:" in str(e):
+            raise TrainingDivergedError(_divergence_message(e)) from None
+        raise
+
+
+def finish_run(run):
+    """Evaluates a trained run on the clean test set, saves its model and writes results.json.
+
+    Args:
+      run: the `Run`, trained by `fit_with_resume`.
+
+    Returns:
+      The results dict written to <workdir>/results.json.
+    """
+    model, data, workdir = run.model, run.data, run.workdir
+    if run.multi_worker:
+        evaluation = loop.evaluate_locally(model, run.test_ds)
+    else:
+        evaluation = model.evaluate(run.test_ds, return_dict=True, verbose=0)
+    rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
+    steps = int(model.optimizer.iterations.numpy())
+    state = run.record(steps)
+    results = {
+        "test_accuracy": float(evaluation["accuracy"]),
+        "test_loss": float(evaluation["loss"]),
+        "lambdas": model.lambda_values(),
+        "weighting": model.weighting.name if model.automl else "fixed",  # how λ was learned
+        "tasks": list(model.task_names),
+        "epochs": int(run.config.train.epochs),
+        "steps": steps,
+        "num_train": int(run.num_train),
+        "num_test": int(data.num_test),
+        "skipped_images": int(data.skipped),
+        "replicas": int(run.strategy.num_replicas_in_sync),
+        "wall_time_s": state["wall_time_s"],  # all sessions of the run (run_state.json)
+        "cpu_time_s": state["cpu_time_s"],
+        "session_wall_time_s": run.session["wall_time_s"],  # this session only
+        "sessions": len(state["sessions"]),
+        "device": _device_kind(),
+        "resumed_from_epoch": int(run.start_step // run.steps_per_epoch),
+        "resumed_from_step": int(run.start_step),
+    }
+    rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
+    return results
 
 
 def train_and_evaluate(config, workdir):
@@ -410,178 +472,6 @@ def train_and_evaluate(config, workdir):
         # Other workers keep their own files apart from the chief's.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
     with rundir.workdir_lock(workdir):
-        config = use_precision(config, workdir)  # "auto" resolved, printed and recorded in config.json
-        _prepare_workdir(config, workdir)
-        keras.utils.set_random_seed(config.seed)
-        start, cpu_start = time.time(), time.process_time()
-
-        data = datasets.load_data(config.data)
-        if data.skipped:
-            logging.warning("left out %d unreadable image(s) (data.skip_bad_images)", data.skipped)
-        print(datasets.describe(data, config.data), flush=True)
-        train_examples, meta_examples, meta_record = meta_validation(config, data)
-        num_train = len(pipeline.labels_of(train_examples))
-        rundir.write_json(os.path.join(workdir, rundir.META_VALIDATION), meta_record)
-        batch_size = config.train.batch_size
-        if num_train < batch_size:
-            raise ConfigError(
-                f"the training set has {num_train} images, fewer than one batch of {batch_size}"
-            )
-        steps_per_epoch = config.train.steps_per_epoch or num_train // batch_size
-
-        distribute.check_batch_sizes(
-            strategy, batch_size, config.automl.meta_batch_size if config.automl.enabled else None
-        )
-        with strategy.scope():
-            model = build_model(config, data.num_classes, steps_per_epoch, data.class_names)
-        logging.info(
-            "%s at %dx%d, tasks %s: %d parameters (trunk + main head: %d)",
-            model.backbone_name,
-            *model.image_shape[:2],
-            model.task_names or "none",
-            sum(int(v.numpy().size) for v in model.network_variables),
-            sum(int(v.numpy().size) for v in model.psi_variables),
-        )
-        restored = restore_latest(model, os.path.join(workdir, rundir.CHECKPOINTS))
-        # Every worker resumes where the chief does (its folder may be a step behind).
-        distribute.broadcast_from_chief(
-            strategy, [*model.variables, *model.optimizer.variables, *model.meta_optimizer.variables]
-        )
-        start_step = int(model.optimizer.iterations.numpy())
-        initial_epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
-        if restored or start_step:
-            # A worker other than the chief continues from the chief's state, whatever its own folder held.
-            source = restored if distribute.is_chief(strategy) else None
-            print(resume_line(source, workdir, start_step, steps_per_epoch, config.train.epochs), flush=True)
-        dropped = rundir.cut_logs(workdir, initial_epoch, start_step)
-        if dropped:
-            logging.info(
-                "cut the logs back to step %d: %s",
-                start_step,
-                ", ".join(f"{n} row(s) of {name}" for name, n in dropped.items()),
-            )
-
-        session = {
-            "id": f"{socket.gethostname()}:{os.getpid()}:{start:.3f}",
-            "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "resumed_from_step": start_step,
-            "steps": start_step,
-        }
-
-        def record(step=None):
-            if step is not None:
-                session["steps"] = int(step)
-            session["wall_time_s"] = round(time.time() - start, 1)
-            session["cpu_time_s"] = round(time.process_time() - cpu_start, 1)
-            return rundir.record_session(workdir, session)
-
-        record()
-
-        def train_dataset(first_step):
-            return pipeline.training_dataset(
-                train_examples,
-                model.tasks,
-                batch_size,
-                seed=config.seed,
-                meta_examples=meta_examples,
-                meta_batch_size=config.automl.meta_batch_size,
-                augment_images=config.data.augment,
-                start_step=first_step,
-            )
-
-        test_ds = pipeline.evaluation_dataset(data.test, config.train.eval_batch_size)
-
-        callbacks = [
-            callbacks_lib.Throughput(batch_size),
-            callbacks_lib.LambdaLogger(
-                os.path.join(workdir, rundir.LAMBDAS),
-                model.task_names,
-                config.train.log_every_steps,
-                tensorboard_dir=os.path.join(workdir, rundir.TENSORBOARD, "lambdas"),
-            ),
-            callbacks_lib.EpochCSVLogger(os.path.join(workdir, rundir.METRICS), append=True),
-            keras.callbacks.TensorBoard(os.path.join(workdir, rundir.TENSORBOARD), update_freq="epoch"),
-            callbacks_lib.AtomicCheckpoint(
-                os.path.join(workdir, rundir.CHECKPOINTS),
-                config.train.keep_checkpoints,
-                every_steps=config.train.get("checkpoint_every_steps", 0),
-                every_minutes=config.train.get("checkpoint_every_minutes", 0),
-                steps_per_epoch=steps_per_epoch,
-                on_save=record,
-            ),
-        ]
-        multi_worker = config.get("distribute", "none") == "multi_worker"
-
-        def fit(first_epoch, epochs, steps):
-            """Epochs first_epoch … epochs - 1 of `steps` steps, from global step `model.optimizer.iterations`."""
-            first_step = int(model.optimizer.iterations.numpy())
-            validation = test_ds if config.train.eval_every_epoch else None
-            if multi_worker:  # Keras fit does not support it (keras-team/keras#20585)
-                loop.custom_fit(
-                    model,
-                    strategy,
-                    lambda: train_dataset(first_step),
-                    epochs=epochs,
-                    steps_per_epoch=steps,
-                    initial_epoch=first_epoch,
-                    callbacks=callbacks,
-                    validation_data=validation,
-                    verbose=config.train.verbose,
-                )
-            else:
-                model.fit(
-                    train_dataset(first_step),
-                    epochs=epochs,
-                    initial_epoch=first_epoch,
-                    steps_per_epoch=steps,
-                    shuffle=False,  # the stream is already shuffled, by step
-                    validation_data=validation,
-                    callbacks=callbacks,
-                    verbose=config.train.verbose,
-                )
-
-        epochs = config.train.epochs
-        try:
-            if done_in_epoch and initial_epoch < epochs:
-                # Resuming mid-epoch: the rest of that epoch, then whole epochs.
-                fit(initial_epoch, initial_epoch + 1, steps_per_epoch - done_in_epoch)
-                initial_epoch += 1
-            if initial_epoch < epochs:
-                fit(initial_epoch, epochs, steps_per_epoch)
-        except tf.errors.InvalidArgumentError as e:
-            record()
-            if "robust_ssl:" in str(e):
-                raise TrainingDivergedError(_divergence_message(e)) from None
-            raise
-
-        if multi_worker:
-            evaluation = loop.evaluate_locally(model, test_ds)
-        else:
-            evaluation = model.evaluate(test_ds, return_dict=True, verbose=0)
-        rundir.save_model(model, os.path.join(workdir, rundir.MODEL))
-        steps = int(model.optimizer.iterations.numpy())
-        state = record(steps)
-        results = {
-            "test_accuracy": float(evaluation["accuracy"]),
-            "test_loss": float(evaluation["loss"]),
-            "lambdas": model.lambda_values(),
-            "weighting": model.weighting.name if model.automl else "fixed",  # how λ was learned
-            "tasks": list(model.task_names),
-            "epochs": int(config.train.epochs),
-            "steps": steps,
-            "num_train": int(num_train),
-            "num_test": int(data.num_test),
-            "skipped_images": int(data.skipped),
-            "replicas": int(strategy.num_replicas_in_sync),
-            "wall_time_s": state["wall_time_s"],  # all sessions of the run (run_state.json)
-            "cpu_time_s": state["cpu_time_s"],
-            "session_wall_time_s": session["wall_time_s"],  # this session only
-            "sessions": len(state["sessions"]),
-            "device": _device_kind(),
-            "resumed_from_epoch": int(start_step // steps_per_epoch),
-            "resumed_from_step": int(start_step),
-        }
-        rundir.write_json(os.path.join(workdir, rundir.RESULTS), results)
-        return results
+        run = prepare_run(config, workdir, strategy)
+        fit_with_resume(run)
+        return finish_run(run)
