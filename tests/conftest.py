@@ -107,3 +107,13 @@ def shared_mini():
     if not SHARED_MINI.is_dir():
         pytest.skip("../shared/data/cifar10-jpeg-mini is not available")
     return SHARED_MINI
+
+
+def temporaries(directory):
+    """Hidden temporary files (`rundir.atomic_path`'s) under `directory`."""
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(directory)
+        for name in names
+        if name.startswith(".") and ".tmp" in name
+    )

@@ -36,7 +36,7 @@ import os
 import signal
 
 import pytest
-from conftest import run_cli, tiny_config, write_config_file
+from conftest import run_cli, temporaries, tiny_config, write_config_file
 
 from robust_ssl import killpoints
 from robust_ssl.errors import UserError
@@ -52,16 +52,6 @@ def killed_at(point, n):
 
 def quiet():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def temporaries(directory):
-    """Hidden temporary files (`rundir.atomic_path`'s) under `directory`."""
-    return sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(directory)
-        for name in names
-        if name.startswith(".") and ".tmp" in name
-    )
 
 
 # ---------------------------------------------------------------- robust-ssl evaluate

@@ -14,7 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, temporaries
 
 import robust_ssl.model  # noqa: F401  (registers RobustSSLModel for loading)
 
@@ -140,16 +140,6 @@ def run_workers(workdir, logs, worker_env=({}, {}), timeout=900):
                 proc.kill()
                 proc.wait()
     return codes, [path.read_text() for path in paths]
-
-
-def temporaries(directory):
-    """Hidden temporary files (`rundir.atomic_path`'s) under `directory`."""
-    return sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(directory)
-        for name in names
-        if name.startswith(".") and ".tmp" in name
-    )
 
 
 @pytest.fixture(scope="module")
