@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from robust_ssl.tasks.base import sparse_ce
+
 
 def per_replica_dataset(global_dataset_fn, strategy):
     """Distributes a dataset of *global* batches so replica r gets slice r.
@@ -51,13 +53,8 @@ def evaluate_locally(model, dataset):
         logits = model(images, training=False)
         labels = labels.numpy()
         correct += int(np.sum(np.argmax(logits.numpy(), axis=-1) == labels))
-        loss += float(
-            tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels, logits=tf.cast(logits, tf.float32)
-                )
-            )
-        )
+        # The training loss's cross-entropy, in the same dtype (float64 models stay float64).
+        loss += float(tf.reduce_sum(sparse_ce(labels, logits)))
         total += len(labels)
     return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1)}
 

@@ -15,6 +15,7 @@ forwards and the lookahead run through `stateless_call` and drop their updates.
 """
 
 import functools
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -22,12 +23,23 @@ import tensorflow as tf
 
 from robust_ssl import networks, steps
 from robust_ssl.errors import ConfigError
-from robust_ssl.networks import all_layers, backbone_spec, build_backbone, linear_head, stateless
+from robust_ssl.networks import all_layers, backbone_spec, build_backbone, linear_head
+from robust_ssl.replicas import Replicas
 from robust_ssl.steps import ALPHA_MODES
-from robust_ssl.tasks import Forward, make_tasks
-from robust_ssl.tasks.base import flatten_views, sparse_ce
+from robust_ssl.tasks import make_tasks
+from robust_ssl.tasks.base import sparse_ce
 from robust_ssl.weighting import lookahead, make_method
 from robust_ssl.weighting.lookahead import META_MODES
+
+
+class StepTrackers(NamedTuple):
+    """The per-epoch means of training (`RobustSSLModel.trackers`)."""
+
+    loss: keras.metrics.Mean
+    main_loss: keras.metrics.Mean
+    task_losses: list
+    meta_loss: keras.metrics.Mean
+    accuracy: keras.metrics.SparseCategoricalAccuracy
 
 
 @keras.saving.register_keras_serializable(package="robust_ssl")
@@ -222,27 +234,16 @@ class RobustSSLModel(keras.Model):
             self._accuracy,
         ]
 
-    def update_step_metrics(self, labels, losses, logits, meta_loss=None):
-        """Updates the per-epoch means after a training step on this replica.
-
-        Losses are this replica's share of the global mean, so × replicas
-        gives the global value on every replica.
-
-        Args:
-          labels: the batch's labels.
-          losses: [L_main, L_1, …] of the step.
-          logits: main-task logits.
-          meta_loss: the meta step's validation loss (None on fixed-λ steps).
-        """
-        n = steps.Replicas.count()
-        total = steps.weighted_loss(losses, tf.convert_to_tensor(self.lambdas))
-        self._loss_tracker.update_state(total * n)
-        self._main_loss_tracker.update_state(losses[0] * n)
-        for tracker, loss in zip(self._task_loss_trackers, losses[1:]):
-            tracker.update_state(loss * n)
-        if meta_loss is not None:
-            self._meta_loss_tracker.update_state(meta_loss * n)
-        self._accuracy.update_state(labels, logits)
+    @property
+    def trackers(self):
+        """The training metrics a step updates (`steps.update_step_metrics`)."""
+        return StepTrackers(
+            self._loss_tracker,
+            self._main_loss_tracker,
+            self._task_loss_trackers,
+            self._meta_loss_tracker,
+            self._accuracy,
+        )
 
     def metric_results(self):
         """{name: value} of the training metrics (no meta loss without AutoML)."""
@@ -307,49 +308,6 @@ class RobustSSLModel(keras.Model):
         if meta_optimizer is not None:
             meta_optimizer = keras.saving.deserialize_keras_object(meta_optimizer)
         self.compile(meta_optimizer=meta_optimizer, **config)
-
-    # ------------------------------------------------------------------ forward
-    def encode(self, images):
-        """Trunk forward with batch statistics that leaves the moving averages alone."""
-        return stateless(self.trunk)(images, training=True)
-
-    def task_losses(self, batch, update_stats=True):
-        """Losses of the main task and of every auxiliary objective on one batch.
-
-        Each loss is this replica's share of the mean over the global batch.
-
-        Args:
-          batch: dict with "image", "label" and each task's "<name>/inputs" and
-            "<name>/targets" (see `robust_ssl.data.pipeline`).
-          update_stats: let the clean forward update BN moving averages.
-
-        Returns:
-          (list [L_main, L_1, …, L_k] of scalars, main-task logits).
-        """
-        images = batch["image"]
-        # Tasks that join the clean forward (AugMix's joint batch norm) are run
-        # through the trunk in one batch with the clean images.
-        joint = [t for t in self.tasks if t.joins_clean_forward()]
-        parts = [images] + [flatten_views(batch[f"{t.name}/inputs"]) for t in joint]
-        stacked = tf.concat(parts, axis=0) if joint else images
-        features = self.trunk(stacked, training=True) if update_stats else self.encode(stacked)
-        if joint:
-            pieces = tf.split(features, [tf.shape(p)[0] for p in parts], axis=0)
-            clean, joint_features = pieces[0], {t.name: f for t, f in zip(joint, pieces[1:])}
-        else:
-            clean, joint_features = features, {}
-        logits = self.classifier(clean, training=True)
-        forward = Forward(
-            clean, logits, self.encode, functools.partial(self.classifier, training=True), joint_features
-        )
-        losses = [steps.Replicas.global_mean(sparse_ce(batch["label"], logits))]
-        for task, head in zip(self.tasks, self.heads_by_task):
-            if head is not None and not update_stats:  # the heads' own batch norms must not move either
-                head = stateless(head)
-            predictions = task.predict(head, forward, batch.get(f"{task.name}/inputs"), training=True)
-            targets = batch[f"{task.name}/targets"]
-            losses.append(steps.Replicas.global_mean(task.per_example_loss(targets, predictions)))
-        return losses, logits
 
     # ------------------------------------------------------------------ training
     def make_train_function(self, force=False):
@@ -447,7 +405,7 @@ class RobustSSLModel(keras.Model):
         else:
             images, labels = data[0], data[1]
         logits = self(images, training=False)
-        loss = steps.Replicas.global_mean(sparse_ce(labels, logits)) * steps.Replicas.count()
+        loss = Replicas.global_value(Replicas.global_mean(sparse_ce(labels, logits)))
         self._main_loss_tracker.update_state(loss)
         self._loss_tracker.update_state(loss)
         self._accuracy.update_state(labels, logits)

@@ -7,13 +7,53 @@ folder that is missing or unreadable, an unknown or unavailable tfds set,
 that do not divide by the replica count the strategy will have. It reads no
 images and builds no strategy, so it is cheap and safe before
 `MultiWorkerMirroredStrategy` (which must be the first thing TensorFlow runs)
-and in `robust-ssl train --dry_run`.
+and in `robust-ssl train --dry_run`. What it resolved comes back as one frozen
+`RunSpec`, which the run reads instead of resolving the same settings again.
 """
 
+import dataclasses
 import os
 
 from robust_ssl import config_utils, distribute
 from robust_ssl.errors import ConfigError, UserError
+from robust_ssl.tasks import parse_task_names
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A run's settings as preflight resolved them, before anything ran.
+
+    Attributes:
+      strategy: `config.distribute` ("none", "mirrored", "multi_worker").
+      devices: the named devices of a mirrored run (() = all GPUs, or the CPU).
+      replicas: the replica count the strategy will have.
+      workers: TF_CONFIG's cluster as (task type, index, address), chief first.
+      image_shape: (height, width, channels) of the inputs.
+      tasks: the auxiliary tasks' names, in order.
+      lambdas: their initial λ.
+      epochs: training epochs.
+      batch_size: the global labelled batch.
+      meta_batch_size: the global meta-validation batch (None without AutoML).
+      precision: `train.precision` as configured ("auto" is resolved against
+        the workdir when the run starts, `robust_ssl.precision.use_precision`).
+    """
+
+    strategy: str
+    devices: tuple
+    replicas: int
+    workers: tuple
+    image_shape: tuple
+    tasks: tuple
+    lambdas: tuple
+    epochs: int
+    batch_size: int
+    meta_batch_size: object
+    precision: str
+
+    @property
+    def devices_text(self):
+        """The devices as `config.devices` spells them (comma-separated)."""
+        return ",".join(self.devices)
 
 
 def check(config):
@@ -23,7 +63,8 @@ def check(config):
       config: the experiment ConfigDict.
 
     Returns:
-      The number of replicas the run's strategy will have.
+      The `RunSpec`: strategy, devices, replicas, workers, image shape, tasks,
+      λ, schedule, precision.
 
     Raises:
       ConfigError: an invalid setting, devices that do not exist, batch sizes
@@ -35,9 +76,22 @@ def check(config):
     kind = config.get("distribute", "none")
     devices = str(config.get("devices", "") or "")
     check_devices(kind, devices)
-    replicas = expected_replicas(kind, devices)
+    workers = tuple(cluster_workers()) if kind == "multi_worker" else ()
+    replicas = expected_replicas(kind, devices, workers)
     check_batches(config, replicas)
-    return replicas
+    return RunSpec(
+        strategy=kind,
+        devices=tuple(device_names(devices)),
+        replicas=replicas,
+        workers=workers,
+        image_shape=tuple(config_utils.image_shape(config)),
+        tasks=tuple(parse_task_names(config.tasks)),
+        lambdas=tuple(config_utils.task_lambdas(config)),
+        epochs=int(config.train.epochs),
+        batch_size=int(config.train.batch_size),
+        meta_batch_size=int(config.automl.meta_batch_size) if config.automl.enabled else None,
+        precision=str(config.train.get("precision", "auto")),
+    )
 
 
 def check_data(data_config):
@@ -162,12 +216,13 @@ def cluster_workers(tf_config=None):
     ]
 
 
-def expected_replicas(kind, devices=""):
+def expected_replicas(kind, devices="", workers=None):
     """The replica count the strategy of a config will have, without building it.
 
     Args:
       kind: `config.distribute`.
       devices: `config.devices`.
+      workers: `cluster_workers()`, where the caller has read it already.
 
     Returns:
       1 for "none"; the named devices or local GPUs (at least 1) for
@@ -179,7 +234,8 @@ def expected_replicas(kind, devices=""):
         # Physical GPUs: listing them does not initialise the runtime.
         return len(device_names(devices)) or max(1, len(tf.config.list_physical_devices("GPU")))
     if kind == "multi_worker":
-        return max(1, len(cluster_workers())) * max(1, len(tf.config.list_physical_devices("GPU")))
+        workers = cluster_workers() if workers is None else workers
+        return max(1, len(workers)) * max(1, len(tf.config.list_physical_devices("GPU")))
     return 1
 
 
@@ -233,7 +289,6 @@ def summary(config, workdir, name=None, overrides=()):
       A string of about seven lines: config, model, tasks and λ, AutoML, data,
       training, workdir.
     """
-    from robust_ssl.tasks import parse_task_names
 
     def plural(n, word):
         return f"{n:,} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")

@@ -13,16 +13,19 @@ inside the graph:
   literally (double backprop through the inner gradient, then the loss
   recomputed with the new λ).
 
-This module holds what the methods share: the per-task gradients, the
+This module holds the step whole and what the methods share: the losses of
+every task on a batch (`task_losses`), the per-task gradients, the
 lookahead's validation loss as a function of ψ, the λ update, the weight
-update from per-task gradients.
+update from per-task gradients, and the step's metrics. The model
+(`robust_ssl.model`) holds the networks, λ and the trackers these read and
+update.
 
 Replicas. Under a `tf.distribute` strategy every function here runs once per
-replica on its share of the batch. `Replicas` holds the only scaling rules:
-a loss is a mean over the *global* batch (local sum / (local batch × n)), the
-per-task gradients are all-reduced before the lookahead and the λ gradient
-after it, and since `optimizer.apply` sums what the replicas hand it, each
-replica hands over its 1/n share of an all-reduced gradient.
+replica on its share of the batch, and scales by `robust_ssl.replicas`'
+rules only: losses are means over the *global* batch, the per-task
+gradients are all-reduced before the lookahead and the λ gradient after it,
+and each replica hands the optimiser its 1/n share of an all-reduced
+gradient.
 
 XLA. With `model.jit_compile`, the step's computations (forwards, backwards,
 the lookahead) are compiled by XLA per replica (`compiled`); the collectives,
@@ -37,39 +40,12 @@ import tensorflow as tf
 
 from robust_ssl import meta
 from robust_ssl.errors import SYNC_BN_XLA_ERROR, ConfigError
-from robust_ssl.tasks.base import sparse_ce
+from robust_ssl.networks import stateless
+from robust_ssl.replicas import Replicas as Replicas
+from robust_ssl.tasks import Forward
+from robust_ssl.tasks.base import flatten_views, sparse_ce
 
 FIXED, META = "fixed", "meta"
-
-
-# --------------------------------------------------------------------- replicas
-class Replicas:
-    """Scaling across the replicas of the current `tf.distribute` strategy."""
-
-    @staticmethod
-    def count():
-        """Number of replicas in sync (1 without a strategy)."""
-        return tf.distribute.get_strategy().num_replicas_in_sync
-
-    @classmethod
-    def global_mean(cls, per_example):
-        """Mean over the global batch: the local sum / (local batch × replicas)."""
-        local = tf.cast(tf.shape(per_example)[0], per_example.dtype)
-        return tf.reduce_sum(per_example) / (local * cls.count())
-
-    @staticmethod
-    def all_reduce(tensors):
-        """Sums a structure of tensors over replicas (identity on one device)."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return tensors
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
-
-    @classmethod
-    def share(cls, grads):
-        """This replica's share of all-reduced gradients (the optimiser sums them)."""
-        n = cls.count()
-        return [None if g is None else g / n for g in grads]
 
 
 # --------------------------------------------------------------------- the host's choice
@@ -112,6 +88,56 @@ def compiled(model, fn):
     if fn not in cache:
         cache[fn] = tf.function(functools.partial(fn, model), jit_compile=True, reduce_retracing=True)
     return cache[fn]
+
+
+# --------------------------------------------------------------------- the forward
+def encode(model, images):
+    """Trunk forward with batch statistics that leaves the moving averages alone."""
+    return stateless(model.trunk)(images, training=True)
+
+
+def task_losses(model, batch, update_stats=True):
+    """Losses of the main task and of every auxiliary objective on one batch.
+
+    Each loss is this replica's share of the mean over the global batch.
+
+    Args:
+      model: the `RobustSSLModel`.
+      batch: dict with "image", "label" and each task's "<name>/inputs" and
+        "<name>/targets" (see `robust_ssl.data.pipeline`).
+      update_stats: let the clean forward update BN moving averages.
+
+    Returns:
+      (list [L_main, L_1, …, L_k] of scalars, main-task logits).
+    """
+    images = batch["image"]
+    # Tasks that join the clean forward (AugMix's joint batch norm) are run
+    # through the trunk in one batch with the clean images.
+    joint = [t for t in model.tasks if t.joins_clean_forward()]
+    parts = [images] + [flatten_views(batch[f"{t.name}/inputs"]) for t in joint]
+    stacked = tf.concat(parts, axis=0) if joint else images
+    features = model.trunk(stacked, training=True) if update_stats else encode(model, stacked)
+    if joint:
+        pieces = tf.split(features, [tf.shape(p)[0] for p in parts], axis=0)
+        clean, joint_features = pieces[0], {t.name: f for t, f in zip(joint, pieces[1:])}
+    else:
+        clean, joint_features = features, {}
+    logits = model.classifier(clean, training=True)
+    forward = Forward(
+        clean,
+        logits,
+        functools.partial(encode, model),
+        functools.partial(model.classifier, training=True),
+        joint_features,
+    )
+    losses = [Replicas.global_mean(sparse_ce(batch["label"], logits))]
+    for task, head in zip(model.tasks, model.heads_by_task):
+        if head is not None and not update_stats:  # the heads' own batch norms must not move either
+            head = stateless(head)
+        predictions = task.predict(head, forward, batch.get(f"{task.name}/inputs"), training=True)
+        targets = batch[f"{task.name}/targets"]
+        losses.append(Replicas.global_mean(task.per_example_loss(targets, predictions)))
+    return losses, logits
 
 
 # --------------------------------------------------------------------- pieces
@@ -157,7 +183,7 @@ def fixed_gradients(model, batch):
     """
     lambdas = tf.convert_to_tensor(model.lambdas)
     with tf.GradientTape() as tape:
-        losses, logits = model.task_losses(batch)
+        losses, logits = task_losses(model, batch)
         total = weighted_loss(losses, lambdas)
     return tape.gradient(total, model.network_variables), losses, logits
 
@@ -178,7 +204,7 @@ def local_per_task_gradients(model, batch, update_stats=True):
     trunk_vars = model.trunk.trainable_variables
     classifier_vars = model.classifier.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
-        losses, logits = model.task_losses(batch, update_stats=update_stats)
+        losses, logits = task_losses(model, batch, update_stats=update_stats)
     main_grads = tape.gradient(losses[0], trunk_vars + classifier_vars)
     reach_grads, head_task_grads = [], []
     for task, loss, head_vars in zip(model.tasks, losses[1:], model.task_head_variables):
@@ -270,6 +296,30 @@ def assign_lambdas(model, values):
 
 
 # --------------------------------------------------------------------- the step kinds
+def update_step_metrics(model, labels, losses, logits, meta_loss=None):
+    """Updates the model's per-epoch means after a training step on this replica.
+
+    Losses are this replica's share of the global mean, so × replicas gives
+    the global value on every replica.
+
+    Args:
+      model: the `RobustSSLModel` (its trackers).
+      labels: the batch's labels.
+      losses: [L_main, L_1, …] of the step.
+      logits: main-task logits.
+      meta_loss: the meta step's validation loss (None on fixed-λ steps).
+    """
+    trackers = model.trackers
+    total = weighted_loss(losses, tf.convert_to_tensor(model.lambdas))
+    trackers.loss.update_state(Replicas.global_value(total))
+    trackers.main_loss.update_state(Replicas.global_value(losses[0]))
+    for tracker, loss in zip(trackers.task_losses, losses[1:]):
+        tracker.update_state(Replicas.global_value(loss))
+    if meta_loss is not None:
+        trackers.meta_loss.update_state(Replicas.global_value(meta_loss))
+    trackers.accuracy.update_state(labels, logits)
+
+
 def fixed_step(model, batch):
     """Returns (this replica's gradients, losses, logits, meta loss 0)."""
     grads, losses, logits = compiled(model, fixed_gradients)(batch)
@@ -298,5 +348,5 @@ def train_step(model, batch, kind):
         # share, as the optimiser sums the replicas' gradients.
         grads = [g + (model.weight_decay / n) * v for g, v in zip(grads, variables)]
     model.optimizer.apply(grads, variables)
-    model.update_step_metrics(batch["label"], losses, logits, meta_loss if kind == META else None)
+    update_step_metrics(model, batch["label"], losses, logits, meta_loss if kind == META else None)
     return model.metric_results()

@@ -465,9 +465,9 @@ def train_and_evaluate(config, workdir):
       TrainingDivergedError: a loss or the λ gradient became NaN/Inf.
     """
     make_deterministic(config)  # before TensorFlow's runtime starts, where it has not yet
-    preflight.check(config)  # config, data, devices, batches: before anything is written
+    spec = preflight.check(config)  # config, data, devices, batches: before anything is written
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
-    strategy = distribute.make_strategy(config.get("distribute", "none"), config.get("devices", ""))
+    strategy = distribute.make_strategy(spec.strategy, spec.devices_text)
     if not distribute.is_chief(strategy):
         # Other workers keep their own files apart from the chief's.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")

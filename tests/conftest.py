@@ -117,3 +117,18 @@ def temporaries(directory):
         for name in names
         if name.startswith(".") and ".tmp" in name
     )
+
+
+@pytest.fixture(autouse=True)
+def float32_policy_afterwards():
+    """Every test starts from Keras' float32 policy, whatever the one before it set.
+
+    Training with `train.precision=auto` sets the global policy to what the
+    machine computes natively (mixed_bfloat16 on a CPU with AMX); a test that
+    builds a model of its own afterwards would inherit it.
+    """
+    yield
+    import keras
+
+    if keras.config.dtype_policy().name != "float32":
+        keras.config.set_dtype_policy("float32")

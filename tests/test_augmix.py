@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from PIL import Image, ImageOps
 
-from robust_ssl import train
+from robust_ssl import steps, train
 from robust_ssl.tasks import augmix as A
 from robust_ssl.tasks import make_tasks
 
@@ -183,7 +183,7 @@ def test_joint_bn_normalises_clean_image_and_views_together(joint_bn):
     views = tf.reshape(tf.transpose(made["inputs"], [1, 0, 2, 3, 4]), [-1, 32, 32, 3])
     seen = tf.concat([images, views], 0) if joint_bn else images
     expected_mean = np.mean(upto(seen).numpy(), axis=(0, 1, 2))
-    losses, logits = model.task_losses(batch)
+    losses, logits = steps.task_losses(model, batch)
     momentum = bn.momentum
     np.testing.assert_allclose(
         bn.moving_mean.numpy(), momentum * before + (1 - momentum) * expected_mean, rtol=1e-4, atol=1e-6

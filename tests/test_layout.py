@@ -190,3 +190,50 @@ def test_no_module_is_longer_than_the_limit_unless_allowed():
     assert not too_long, f"modules over {MAX_LINES} lines, to cut at their seams: {listed}"
     short = sorted(name for name in LONG_MODULES_ALLOWED if lines[name] <= MAX_LINES)
     assert not short, f"allowed to be long but {MAX_LINES} lines or less; take them off the list: {short}"
+
+
+# The layers of docs/design.md, top first: a module imports from its own layer
+# and those below it, never from a layer above.
+ENTRY_POINTS = {"cli", "commands", "__main__"}
+APPLICATIONS = {
+    "robustness",
+    "study",
+    "study_entries",
+    "study_tables",
+    "export",
+    "predict",
+    "tuning",
+    "compare",
+    "figures",
+    "lambda_panels",
+    "lambda_logs",
+    "bench",
+}
+# Modules at the ground floor: they import nothing of the package.
+GROUND_FLOOR = ("robust_ssl.errors", "robust_ssl.replicas")
+# The step's home and what it builds on read no model, training or weighting
+# module: those call the step, not the other way round.
+STEP_PATH = ("robust_ssl.steps", "robust_ssl.meta", "robust_ssl.replicas")
+ABOVE_THE_STEP = ("robust_ssl.model", "robust_ssl.train", "robust_ssl.weighting", "robust_ssl.loop")
+
+
+def layer(name):
+    """2 for an entry point, 1 for an application, 0 for the core."""
+    top = name.split(".")[1] if "." in name else ""
+    return 2 if top in ENTRY_POINTS else 1 if top in APPLICATIONS else 0
+
+
+def test_dependencies_point_down_the_layers():
+    upward = [
+        f"{name} ({layer(name)}) imports {other} ({layer(other)})"
+        for name, tree in TREES.items()
+        if name != "robust_ssl"
+        for other in sorted(imported_modules(name, tree))
+        if layer(other) > layer(name)
+    ]
+    assert not upward, "imports up the layers:\n" + "\n".join(upward)
+    for name in GROUND_FLOOR:
+        assert not imported_modules(name, TREES[name]), f"{name} must import nothing of the package"
+    for name in STEP_PATH:
+        above = [m for m in imported_modules(name, TREES[name]) if m.startswith(ABOVE_THE_STEP)]
+        assert not above, f"{name} imports {above}: the step is called by those, not the other way round"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from robust_ssl import steps
 from robust_ssl.data.pipeline import make_task_batch
 from robust_ssl.errors import ConfigError
 from robust_ssl.model import RobustSSLModel
@@ -137,7 +138,7 @@ def test_model_call_is_the_classifier(model):
 
 
 def test_task_losses_are_finite_scalars(model, batch):
-    losses, logits = model.task_losses(batch, update_stats=False)
+    losses, logits = steps.task_losses(model, batch, update_stats=False)
     assert len(losses) == 1 + len(ALL_TASKS)
     assert tuple(logits.shape) == (4, 10)
     for loss in losses:
@@ -149,17 +150,17 @@ def test_only_the_clean_forward_updates_batch_norm_statistics(model, batch):
     images = batch["image"]
     try:
         # Another input (a rotated batch) through encode: moving averages untouched.
-        model.encode(batch["rotation/inputs"][:, 0])
-        model.encode(images)
+        steps.encode(model, batch["rotation/inputs"][:, 0])
+        steps.encode(model, images)
         for v, b in zip(variables, before):
             np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
 
-        model.task_losses(batch, update_stats=False)
+        steps.task_losses(model, batch, update_stats=False)
         for v, b in zip(variables, before):
             np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
 
         # task_losses with updates: the statistics move ...
-        model.task_losses(batch)
+        steps.task_losses(model, batch)
         after = [np.array(v.numpy()) for v in variables]
         assert all(not np.array_equal(a, b) for a, b in zip(after, before))
 

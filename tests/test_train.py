@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_cli, tiny_config
 
-from robust_ssl import meta, train
+from robust_ssl import meta, steps, train
 from robust_ssl.data import datasets, pipeline
 from robust_ssl.errors import ConfigError, TrainingDivergedError, UserError
 from robust_ssl.tasks import TASKS
@@ -30,7 +30,7 @@ def test_twenty_fixed_lambda_steps_lower_the_training_loss():
     probe = next(iter(ds))
 
     def probe_loss():
-        losses, _ = model.task_losses(probe, update_stats=False)
+        losses, _ = steps.task_losses(model, probe, update_stats=False)
         return float(losses[0] + 0.5 * losses[1] + 0.5 * losses[2])
 
     before = probe_loss()

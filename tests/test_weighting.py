@@ -300,7 +300,7 @@ def assert_same_weights(a, b, tol):
 
 def start_state(model, batch):
     """Task losses and per-task gradients at the model's current state (changes nothing)."""
-    losses, _ = model.task_losses(batch, update_stats=False)
+    losses, _ = steps.task_losses(model, batch, update_stats=False)
     _, _, main_grads, psi_task_grads, _ = steps.per_task_gradients(model, batch, update_stats=False)
     return np.array([float(x) for x in losses]), main_grads, psi_task_grads
 

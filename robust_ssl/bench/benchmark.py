@@ -104,6 +104,15 @@ def _child_main(argv):
     job_path, out_path = argv[1], argv[2]
     with open(job_path) as f:
         job = json.load(f)
+    if job.get("config", {}).get("train", {}).get("deterministic"):
+        # As `robust-ssl train` does, before TensorFlow's runtime starts: op
+        # determinism and one-thread pools (`--config.train.deterministic=True`
+        # times what same-seed-same-numbers costs).
+        import ml_collections
+
+        from robust_ssl.train import make_deterministic
+
+        make_deterministic(ml_collections.ConfigDict(job["config"]))
     result = _run_job(job)
     with open(out_path, "w") as f:
         json.dump(result, f)
@@ -151,8 +160,11 @@ def run(settings, config_dict, mode_names, log=print, breakdown_modes=(), checkp
             "traced train_step graph, tf.cond branches included, ops whose results nothing uses left out"
         ),
         "reference_mode": REFERENCE_MODE,
+        "deterministic": bool(config_dict.get("train", {}).get("deterministic", False)),
         "modes": {},
     }
+    if results["deterministic"]:
+        log("train.deterministic: op determinism and one-thread op pools in every mode's process")
     checkpoint = checkpoint or (lambda _: None)
 
     def job(kind, **fields):

@@ -28,13 +28,13 @@ def _step_pieces(model, batch):
         return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
 
     def forward(b):
-        losses, _ = model.task_losses(b, update_stats=False)
+        losses, _ = steps.task_losses(model, b, update_stats=False)
         return steps.weighted_loss(losses, lambdas)
 
     def fixed_gradients(b):
         # As `steps.fixed_gradients`, but without updating the BN statistics.
         with tf.GradientTape() as tape:
-            losses, _ = model.task_losses(b, update_stats=False)
+            losses, _ = steps.task_losses(model, b, update_stats=False)
             loss = steps.weighted_loss(losses, lambdas)
         return total(tape.gradient(loss, model.network_variables))
 

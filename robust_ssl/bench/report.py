@@ -46,6 +46,11 @@ def markdown(results):
             if len(precisions) > 1
             else ""
         )
+        + (
+            "; train.deterministic (op determinism, one-thread op pools)"
+            if results.get("deterministic")
+            else ""
+        )
         + f"; TF {env['tensorflow']}, Keras {env['keras']}, "
         f"{env['cpu_cores']} CPU cores{', GPU ' + ', '.join(env['gpus']) if env['gpus'] else ''}, "
         f"oneDNN {env['TF_ENABLE_ONEDNN_OPTS']}; load average {env['load_average']} at the start, "

@@ -58,10 +58,10 @@ def main(argv):
 
             make_deterministic(config)  # first: thread pools are fixed before TensorFlow starts
         if _DRY_RUN.value:
-            replicas = preflight.check(config)
+            spec = preflight.check(config)
             print(preflight.describe(config))
             print(
-                f"dry run: config, data, devices and batch sizes are valid ({replicas} replica(s)); "
+                f"dry run: config, data, devices and batch sizes are valid ({spec.replicas} replica(s)); "
                 f"nothing was written to {workdir}"
             )
             return

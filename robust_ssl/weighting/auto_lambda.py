@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from robust_ssl import meta, steps
 from robust_ssl.errors import ConfigError
+from robust_ssl.replicas import Replicas
 from robust_ssl.weighting.base import WeightingMethod, register_method
 
 
@@ -108,7 +109,7 @@ def local_loss_difference(model, batch, direction, eps):
         mapping = [(var, var.value + tf.cast(sign * eps, var.dtype) * d) for var, d in zip(psi, direction)]
         # Every read of a ψ variable inside the scope sees the perturbed value.
         with keras.StatelessScope(state_mapping=mapping):
-            losses, _ = model.task_losses(batch, update_stats=False)
+            losses, _ = steps.task_losses(model, batch, update_stats=False)
         return tf.stack(losses[1:])
 
     return task_losses_at(1.0) - task_losses_at(-1.0)
@@ -128,11 +129,9 @@ def finite_difference_hypergradient(model, batch, main_grads, psi_task_grads, ep
       (d_lambda [k], meta loss).
     """
     direction, meta_loss = steps.compiled(model, local_validation_gradient)(batch, main_grads, psi_task_grads)
-    direction = steps.Replicas.all_reduce(direction)
+    direction = Replicas.all_reduce(direction)
     eps = perturbation_size(direction, epsilon)
-    difference = steps.Replicas.all_reduce(
-        steps.compiled(model, local_loss_difference)(batch, direction, eps)
-    )
+    difference = Replicas.all_reduce(steps.compiled(model, local_loss_difference)(batch, direction, eps))
     alpha = steps.alpha(model)
     d_lambda = difference_quotient(tf.cast(difference, alpha.dtype), tf.cast(eps, alpha.dtype), alpha)
     return d_lambda, meta_loss

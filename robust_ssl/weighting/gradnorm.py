@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from robust_ssl import steps
 from robust_ssl.errors import ConfigError
+from robust_ssl.replicas import Replicas
 from robust_ssl.weighting.base import WeightingMethod, register_method
 
 UNSET = -1.0  # initial losses not recorded yet (a loss is never negative)
@@ -156,7 +157,7 @@ class GradNorm(WeightingMethod):
         w = shared_weight_index(model, self.options["layer"])
         # All-reduced gradients and losses: the norms and ratios of the global batch.
         norms = tf.stack([_norm(main_grads[w], dtype)] + [_norm(g[w], dtype) for g in psi_task_grads])
-        current = tf.cast(steps.Replicas.all_reduce(tf.stack(losses)), dtype)
+        current = tf.cast(Replicas.all_reduce(tf.stack(losses)), dtype)
         state = model.weighting_state["initial_losses"]
         initial = tf.where(tf.convert_to_tensor(state) < 0, current, tf.convert_to_tensor(state))
         state.assign(initial)
@@ -167,5 +168,5 @@ class GradNorm(WeightingMethod):
         stepped = steps.apply_lambda_gradient(model, d_lambda)
         new_lambdas = steps.assign_lambdas(model, renormalise(stepped, len(model.tasks)))
         grads = steps.weighted_gradients(main_grads, psi_task_grads, head_task_grads, lambdas)
-        meta_loss = objective / steps.Replicas.count()  # the metrics sum every replica's share
+        meta_loss = objective / Replicas.count()  # the metrics sum every replica's share
         return steps.after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss

@@ -15,6 +15,7 @@ the loss recomputed with the new λ); both give the same numbers.
 import tensorflow as tf
 
 from robust_ssl import meta, steps
+from robust_ssl.replicas import Replicas
 from robust_ssl.weighting.base import WeightingMethod, register_method
 
 # The lookahead's computations (`automl.mode`, `RobustSSLModel(meta_mode=…)`),
@@ -37,16 +38,16 @@ def local_hypergradient(model, batch, main_grads, psi_task_grads):
 def fast_hypergradient(model, batch, main_grads, psi_task_grads):
     """∂L_meta/∂λ (all replicas) and this replica's meta loss, first-order and exact."""
     d_lambda, meta_loss = steps.compiled(model, local_hypergradient)(batch, main_grads, psi_task_grads)
-    return steps.Replicas.all_reduce(d_lambda), meta_loss
+    return Replicas.all_reduce(d_lambda), meta_loss
 
 
 def lookahead_meta_loss(model, batch, lambdas, update_stats):
     """L_meta at ψ' = ψ − α ∇_ψ L_λ, differentiable in `lambdas` (second order)."""
     psi = model.psi_variables
     with tf.GradientTape() as inner:
-        losses, _ = model.task_losses(batch, update_stats=update_stats)
+        losses, _ = steps.task_losses(model, batch, update_stats=update_stats)
         total = steps.weighted_loss(losses, lambdas)
-    psi_grads = steps.Replicas.all_reduce(inner.gradient(total, psi))
+    psi_grads = Replicas.all_reduce(inner.gradient(total, psi))
     new_psi = meta.lookahead([v.value for v in psi], psi_grads, steps.alpha(model))
     return steps.meta_loss_fn(model, batch)(new_psi)
 
@@ -61,7 +62,7 @@ def naive_hypergradient(model, batch, lambdas, update_stats=True):
         outer.watch(lambdas)
         meta_loss = lookahead_meta_loss(model, batch, lambdas, update_stats)
     d_lambda = outer.gradient(meta_loss, lambdas)
-    return steps.Replicas.all_reduce(d_lambda), meta_loss
+    return Replicas.all_reduce(d_lambda), meta_loss
 
 
 def fast_meta_step(model, batch):
@@ -80,7 +81,7 @@ def naive_meta_step(model, batch):
     d_lambda, meta_loss = naive_hypergradient(model, batch, model.lambdas)
     new_lambdas = steps.apply_lambda_gradient(model, d_lambda)
     with tf.GradientTape() as tape:
-        losses, logits = model.task_losses(batch, update_stats=False)
+        losses, logits = steps.task_losses(model, batch, update_stats=False)
         total = steps.weighted_loss(losses, new_lambdas)
     grads = tape.gradient(total, model.network_variables)
     return steps.after(grads, [new_lambdas, meta_loss]), losses, logits, meta_loss

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from robust_ssl import steps
 from robust_ssl.errors import ConfigError
+from robust_ssl.replicas import Replicas
 from robust_ssl.weighting.base import WeightingMethod, register_method
 
 
@@ -93,11 +94,11 @@ class Uncertainty(WeightingMethod):
         dtype = log_variances.dtype
         # The losses are this replica's shares of global means: their sum over
         # replicas is the global loss, the same on every replica.
-        task_losses = tf.cast(steps.Replicas.all_reduce(tf.stack(losses[1:])), dtype)
+        task_losses = tf.cast(Replicas.all_reduce(tf.stack(losses[1:])), dtype)
         d_s, objective = uncertainty_gradient(tf.convert_to_tensor(log_variances), task_losses)
         steps.check_finite(model, [d_s], ["lambdas"], "λ gradient")
-        model.meta_optimizer.apply(steps.Replicas.share([d_s]), [log_variances])
+        model.meta_optimizer.apply(Replicas.share([d_s]), [log_variances])
         new_lambdas = steps.assign_lambdas(model, tf.exp(-tf.convert_to_tensor(log_variances)))
         # The metrics count every replica's share: hand over 1/n of the global value.
-        meta_loss = objective / steps.Replicas.count()
+        meta_loss = objective / Replicas.count()
         return steps.after(grads, [new_lambdas]), losses, logits, meta_loss
