@@ -33,6 +33,9 @@ def tiny_settings(tasks="rotation", automl=False, **overrides):
         "automl.warmup_epochs": 1,
         "automl.meta_batch_size": 8,
         "automl.validation.holdout": 64,
+        # float32 unless a test asks otherwise: `auto` would pick bfloat16 on a CPU
+        # with AMX, and the tests' tolerances are float32's on every machine.
+        "train.precision": "float32",
         **overrides,
     }
 
@@ -49,7 +52,7 @@ def apply_settings(config, settings):
 
 
 def tiny_config(tasks="rotation", automl=False, **overrides):
-    """A smoke-sized config: WRN-10-1, generated data, a few steps.
+    """A smoke-sized config: WRN-10-1, generated data, a few steps, float32.
 
     Args:
       tasks: comma-separated task names.

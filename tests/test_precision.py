@@ -14,6 +14,11 @@ from robust_ssl.errors import ConfigError
 NO_BF16_CPU = ["fpu", "sse2", "avx2", "avx512f", "avx512bw"]
 
 
+def auto_config(**overrides):
+    """`tiny_config` with the packaged default precision, `auto`."""
+    return tiny_config(**{"train.precision": "auto", **overrides})
+
+
 @pytest.fixture
 def float32_afterwards():
     """Restores Keras' global policy (float32) after the test."""
@@ -74,8 +79,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_config_validation_takes_auto_and_the_vocabulary():
-    config = tiny_config()
-    assert config.train.precision == "auto"  # the default
+    from robust_ssl.configs import default
+
+    assert default.get_config().train.precision == "auto"  # the default
+    config = auto_config()
     config_utils.validate(config)
     for name in precision.PRECISIONS:
         config.train.precision = name
@@ -96,7 +103,7 @@ def test_the_benchmark_names_precisions_from_the_same_vocabulary():
 
 
 def test_use_precision_prints_sets_and_returns_the_resolved_config(tmp_path, float32_afterwards):
-    config = tiny_config()
+    config = auto_config()
     lines = []
     resolved = precision.use_precision(config, str(tmp_path), log=lines.append)
     expected, reason = precision.resolve_precision("auto")
@@ -112,10 +119,10 @@ def test_use_precision_prints_sets_and_returns_the_resolved_config(tmp_path, flo
 def test_auto_keeps_the_precision_a_started_run_recorded(tmp_path, float32_afterwards):
     workdir = tmp_path / "run"
     (workdir / rundir.CHECKPOINTS).mkdir(parents=True)
-    saved = config_utils.recorded(tiny_config())
+    saved = config_utils.recorded(auto_config())
     saved["train"]["precision"] = "float64"  # what `auto` never picks: kept whatever this machine has
     (workdir / rundir.CONFIG).write_text(json.dumps(saved))
-    config, lines = tiny_config(), []
+    config, lines = auto_config(), []
     here = precision.resolve_precision("auto")[0]
     assert precision.use_precision(config, str(workdir), log=lines.append).train.precision == here
     assert precision.recorded_precision(str(workdir)) is None  # no checkpoint, no model: not started
@@ -130,7 +137,7 @@ def test_auto_keeps_the_precision_a_started_run_recorded(tmp_path, float32_after
 def test_a_run_records_the_resolved_precision_and_resumes_under_auto(tmp_path, capsys, float32_afterwards):
     from robust_ssl.train import train_and_evaluate
 
-    config = tiny_config(**{"train.epochs": 1})
+    config = auto_config(**{"train.epochs": 1})
     workdir = str(tmp_path / "run")
     train_and_evaluate(config, workdir)
     expected, reason = precision.resolve_precision("auto")
