@@ -47,6 +47,7 @@ from robust_ssl.study_entries import parse_entry as parse_entry
 from robust_ssl.study_entries import parse_overrides as parse_overrides
 from robust_ssl.study_entries import parse_value as parse_value
 from robust_ssl.study_entries import point_meta_validation_at as point_meta_validation_at
+from robust_ssl.study_entries import recorded_holdouts as recorded_holdouts
 from robust_ssl.study_tables import FAMILIES as FAMILIES
 from robust_ssl.study_tables import LAMBDA_FIGURE as LAMBDA_FIGURE
 from robust_ssl.study_tables import NO_METHOD as NO_METHOD
@@ -226,7 +227,7 @@ def run_study(entries, workdir, overrides=None, seeds=(0,), title=None, log=prin
             planned.append((entry, config, os.path.join(workdir, entry.label, f"seed_{seed}")))
     configs = [config for _, config, _ in planned]
     if same_train_images:
-        align_training_images(configs)
+        align_training_images(configs, recorded_holdouts(workdir, [run for _, _, run in planned]))
     point_meta_validation_at(configs, os.path.join(workdir, CORRUPTED_DIR))
     for config in configs:
         config_utils.validate(config)

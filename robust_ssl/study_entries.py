@@ -10,6 +10,8 @@ importable from `robust_ssl.study` too.
 
 import ast
 import dataclasses
+import glob
+import json
 import os
 
 from robust_ssl import config_utils
@@ -114,21 +116,26 @@ def apply_overrides(config, overrides):
     return config
 
 
-def align_training_images(configs):
+def align_training_images(configs, recorded=()):
     """Makes every run of a study train on the same images (in place).
 
     Recipes that hold training images out for their meta loss (AutoML with a
     hold-out) train on the rest; every other recipe then leaves the same
     images out (`data.exclude_holdout`: the hold-out is a function of the
-    seed and its size).
+    seed and its size). Runs already in the study's workdir count too
+    (`recorded`), so a later invocation with fewer recipes, e.g. `fixed4`
+    alone, trains on the images of the rows it joins.
 
     Args:
       configs: the study's ConfigDicts.
+      recorded: the numbers of training images left out by runs already in
+        the study's workdir (`recorded_holdouts`).
 
     Raises:
       UserError: recipes hold out different numbers of images.
     """
-    sizes = sorted({config_utils.training_holdout(c) for c in configs} - {0})
+    held = {config_utils.training_holdout(c) for c in configs} | set(recorded)
+    sizes = sorted(held - {0})
     if len(sizes) > 1:
         raise UserError(
             f"the study's recipes hold out different numbers of training images ({sizes}); "
@@ -137,6 +144,38 @@ def align_training_images(configs):
     for config in configs:
         if sizes and not config_utils.training_holdout(config):
             config.data.exclude_holdout = sizes[0]
+
+
+def recorded_holdouts(workdir, planned_runs=()):
+    """The numbers of training images the runs already in a study left out.
+
+    Args:
+      workdir: the study's directory (runs in <workdir>/<label>/seed_<s>).
+      planned_runs: run directories of this invocation (their config.json is
+        what this invocation decides, so it is not read).
+
+    Returns:
+      A set of sizes > 0: an AutoML run's hold-out, or `data.exclude_holdout`.
+      A run without a readable config.json is skipped.
+    """
+    planned = {os.path.abspath(run) for run in planned_runs}
+    sizes = set()
+    for path in glob.glob(os.path.join(workdir, "*", "seed_*", "config.json")):
+        if os.path.abspath(os.path.dirname(path)) in planned:
+            continue
+        try:
+            with open(path) as f:
+                recorded = json.load(f)
+            automl = recorded.get("automl", {})
+            validation = automl.get("validation", {})
+            if automl.get("enabled") and validation.get("source") in config_utils.HOLDOUT_SOURCES:
+                size = int(validation.get("holdout", 0))
+            else:
+                size = int(recorded.get("data", {}).get("exclude_holdout", 0) or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        sizes.add(size)
+    return sizes - {0}
 
 
 def point_meta_validation_at(configs, corrupted_dir):

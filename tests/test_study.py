@@ -110,6 +110,30 @@ def test_every_recipe_trains_on_the_images_the_automl_recipes_train_on():
     assert len(pipeline.to_arrays(examples)[1]) == 160
 
 
+def test_a_later_invocation_trains_on_the_images_of_the_runs_already_in_the_study(tmp_path):
+    from robust_ssl import config_utils
+
+    def record(label, config):
+        run = tmp_path / label / "seed_0"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(config_utils.recorded(config)))
+        return run
+
+    record("automl4", _tiny("automl4", **{"automl.validation.holdout": 48}))
+    record("baseline", _tiny("baseline"))  # left nothing out: not a size
+    (tmp_path / "broken" / "seed_0").mkdir(parents=True)
+    (tmp_path / "broken" / "seed_0" / "config.json").write_text("{")  # skipped
+    planned = record("fixed4", _tiny("fixed4", **{"data.exclude_holdout": 16}))  # this invocation's own
+    assert study.recorded_holdouts(str(tmp_path), [str(planned)]) == {48}
+    assert study.recorded_holdouts(str(tmp_path)) == {16, 48}
+    # `fixed4` alone, in the workdir of a study whose AutoML rows held out 48 images.
+    configs = [_tiny("fixed4")]
+    study.align_training_images(configs, study.recorded_holdouts(str(tmp_path), [str(planned)]))
+    assert configs[0].data.exclude_holdout == 48
+    with pytest.raises(UserError, match="different numbers of training images"):
+        study.align_training_images([_tiny("fixed4")], {16, 48})
+
+
 def test_recipes_with_different_holdouts_are_refused_and_the_flag_turns_alignment_off(tmp_path):
     configs = [_tiny("automl4", **{"automl.validation.holdout": 48}), _tiny("automl4")]
     with pytest.raises(UserError, match="different numbers of training images"):
