@@ -14,7 +14,7 @@ import glob
 import json
 import os
 
-from robust_ssl import config_utils
+from robust_ssl import config_utils, rundir
 from robust_ssl.errors import UserError
 
 
@@ -160,7 +160,7 @@ def recorded_holdouts(workdir, planned_runs=()):
     """
     planned = {os.path.abspath(run) for run in planned_runs}
     sizes = set()
-    for path in glob.glob(os.path.join(workdir, "*", "seed_*", "config.json")):
+    for path in glob.glob(os.path.join(workdir, "*", "seed_*", rundir.CONFIG)):
         if os.path.abspath(os.path.dirname(path)) in planned:
             continue
         try:
