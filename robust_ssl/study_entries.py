@@ -11,7 +11,6 @@ importable from `robust_ssl.study` too.
 import ast
 import dataclasses
 import glob
-import json
 import os
 
 from robust_ssl import config_utils, rundir
@@ -161,20 +160,16 @@ def recorded_holdouts(workdir, planned_runs=()):
     planned = {os.path.abspath(run) for run in planned_runs}
     sizes = set()
     for path in glob.glob(os.path.join(workdir, "*", "seed_*", rundir.CONFIG)):
-        if os.path.abspath(os.path.dirname(path)) in planned:
+        run = os.path.dirname(path)
+        if os.path.abspath(run) in planned:
             continue
         try:
-            with open(path) as f:
-                recorded = json.load(f)
-            automl = recorded.get("automl", {})
-            validation = automl.get("validation", {})
-            if automl.get("enabled") and validation.get("source") in config_utils.HOLDOUT_SOURCES:
-                size = int(validation.get("holdout", 0))
-            else:
-                size = int(recorded.get("data", {}).get("exclude_holdout", 0) or 0)
-        except (OSError, ValueError, TypeError, AttributeError):
+            config = rundir.read_config(run)
+            sizes.add(
+                config_utils.training_holdout(config) or int(config.data.get("exclude_holdout", 0) or 0)
+            )
+        except (UserError, AttributeError, KeyError):
             continue
-        sizes.add(size)
     return sizes - {0}
 
 
