@@ -538,11 +538,18 @@ def test_a_damaged_config_json_is_one_line_and_overwrite_starts_afresh(finished,
 
 def test_ctrl_c_is_one_line_saying_what_is_saved_and_how_to_resume(tmp_path):
     config_file = write_config_file(
-        tmp_path / "tiny.py", **{**SETTINGS, "train.epochs": 100, "train.verbose": 2}
+        tmp_path / "tiny.py", **{**SETTINGS, "train.epochs": 1000, "train.verbose": 2}
     )
     command = [sys.executable, "-m", "robust_ssl.cli", "train", f"--config={config_file}", "--workdir=run"]
     proc = subprocess.Popen(
-        command, cwd=tmp_path, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        # Unbuffered: each epoch's line reaches the pipe when printed, so the
+        # SIGINT lands mid-run, not after a run that finished in the buffer.
+        command,
+        cwd=tmp_path,
+        env=quiet_env(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 300
     for line in proc.stdout:  # one line per epoch; the epoch's checkpoint is written before it
